@@ -16,6 +16,7 @@ def atomic_open(path, mode="w", **kwargs):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600; keep the old mode or the umask default
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -27,9 +28,19 @@ def atomic_open(path, mode="w", **kwargs):
         os.close(dfd)
 
 
+def _mode_for(path):
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_json(path, obj, indent=None):
+    text = json.dumps(obj, indent=indent)  # json.dumps uses the C encoder; json.dump to a file does not
     with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=indent)
+        f.write(text)
 
 
 def write_text(path, text):

@@ -1,0 +1,83 @@
+"""Config = defaults, then the YAML file (--cfg), then trailing KEY VALUE pairs, then freeze.
+
+Every problem (missing file, malformed YAML, unknown key, wrong type) is a one-line UserError
+naming the file or key. Values are parsed with yacs' literal_eval; nothing is eval'ed.
+"""
+import os
+import re
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from ..utils.errors import UserError
+from .defaults import get_defaults
+
+
+def get_cfg_defaults():
+    """Core defaults plus the config node of every registered method."""
+    from ..methods import registered_config_adders  # methods register their own nodes
+
+    cfg = get_defaults()
+    for add_config in registered_config_adders():
+        add_config(cfg)
+    return cfg
+
+
+def _explain(err, where):
+    msg = str(err).strip().strip("'\"")
+    m = re.search(r"Non-existent config key: (\S+)", msg)
+    if m:
+        return f"{where}: unknown config key '{m.group(1)}'"
+    m = re.search(r"Type mismatch \((.*?) vs\. (.*?)\) with values \((.*?) vs\. (.*?)\) for config key: (\S+)", msg)
+    if m:
+        exp, got, _old, new, key = m.groups()
+        return f"{where}: config key '{key}' expects {exp.replace('<class ', '').rstrip('>')}, got {new!s} ({got.replace('<class ', '').rstrip('>')})"
+    return f"{where}: {msg.splitlines()[0] if msg else type(err).__name__}"
+
+
+def build_config(cfg_file="", opts=(), freeze=True):
+    cfg = get_cfg_defaults()
+    if cfg_file:
+        if not os.path.isfile(cfg_file):
+            raise UserError(f"config file not found: {cfg_file}")
+        try:
+            with open(cfg_file) as f:
+                loaded = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            at = f" at line {line + 1}" if line is not None else ""
+            raise UserError(f"{cfg_file}: malformed YAML{at}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UserError(f"{cfg_file}: top level must be a mapping of config keys")
+        try:
+            cfg.merge_from_other_cfg(CN(loaded or {}))
+        except (KeyError, ValueError, AssertionError, TypeError) as e:
+            raise UserError(_explain(e, cfg_file)) from None
+    opts = list(opts)
+    if len(opts) % 2:
+        raise UserError(f"command-line overrides must be KEY VALUE pairs; '{opts[-1]}' has no value")
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        raise UserError(_explain(e, "command line")) from None
+    check_config(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def check_config(cfg):
+    """Value checks that yacs' type check cannot express."""
+    from ..methods import METHODS
+
+    METHODS.get(cfg.METHOD, "METHOD")
+    if cfg.COLOR_SPACE not in ("RGB", "L"):
+        raise UserError(f"COLOR_SPACE must be RGB or L, got {cfg.COLOR_SPACE!r}")
+    if cfg.TRAIN.BATCH_SIZE < 1 or cfg.TEST.BATCH_SIZE < 1:
+        raise UserError("TRAIN.BATCH_SIZE and TEST.BATCH_SIZE must be >= 1")
+    if cfg.TRAIN.MAX_EPOCH < 1:
+        raise UserError("TRAIN.MAX_EPOCH must be >= 1")
+    if cfg.RESUME_MODE not in ("all", "state_dict"):
+        raise UserError(f"RESUME_MODE must be 'all' or 'state_dict', got {cfg.RESUME_MODE!r}")
+    if len(cfg.INPUT_SIZE) != 2:
+        raise UserError(f"INPUT_SIZE must be (height, width), got {cfg.INPUT_SIZE!r}")

@@ -1,0 +1,95 @@
+"""Datasets and loaders from the config: train/valid/test JSONs, transforms, samplers."""
+import os
+
+import numpy as np
+import torch
+
+from ..utils.atomic import write_json
+from ..utils.errors import UserError
+from .annotations import class_counts, load_annotations
+from .dataset import JsonDataset
+from .reorder import invert, rank_classes_by_count
+from .samplers import build_sampler
+from .transforms import build_transforms
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Evaluation order for one rank: indices rank, rank + W, ... (no padding, no duplicates)."""
+
+    def __init__(self, n, num_replicas=1, rank=0):
+        self.indices = list(range(rank, n, num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def _require(path, key):
+    if not path:
+        raise UserError(f"{key} is empty: set it in the config or on the command line")
+    if not os.path.isfile(path):
+        raise UserError(f"{key}: annotation file not found: {path}")
+
+
+class DataSplits:
+    """Train / valid / test datasets sharing one label map and the training class counts."""
+
+    def __init__(self, cfg, need_train=True):
+        d = cfg.DATASET
+        _require(d.TRAIN_JSON, "DATASET.TRAIN_JSON")  # counts always come from the train JSON
+        tf = build_transforms(cfg)
+        self.label_map = None
+        train_entries, C = load_annotations(d.TRAIN_JSON, d.ROOT, check_images=False)
+        if d.NUM_CLASSES and d.NUM_CLASSES != C:
+            raise UserError(f"DATASET.NUM_CLASSES is {d.NUM_CLASSES} but {d.TRAIN_JSON} has num_classes {C}")
+        raw_counts = class_counts([e["category_id"] for e in train_entries], C)
+        if d.REORDER_CLASSES:
+            self.label_map = rank_classes_by_count(raw_counts)
+        self.num_classes = C
+        self.counts = [raw_counts[old] for old in invert(self.label_map)] if self.label_map else raw_counts
+        common = dict(root=d.ROOT, color_space=cfg.COLOR_SPACE, check_images=d.CHECK_IMAGES,
+                      label_map=self.label_map, num_classes=C)
+        self.train = (JsonDataset(d.TRAIN_JSON, transform=tf["train"], second_transform=tf["second_view"], **common)
+                      if need_train else None)
+        self.valid = None
+        self.test = None
+        if d.VALID_JSON:
+            _require(d.VALID_JSON, "DATASET.VALID_JSON")
+            self.valid = JsonDataset(d.VALID_JSON, transform=tf["test"], **common)
+        if d.TEST_JSON:
+            _require(d.TEST_JSON, "DATASET.TEST_JSON")
+            self.test = JsonDataset(d.TEST_JSON, transform=tf["test"], **common)
+
+    def save_label_map(self, run_dir):
+        if self.label_map:
+            write_json(os.path.join(run_dir, "class_order.json"),
+                       {"new_id_of_original": self.label_map, "original_of_new_id": invert(self.label_map)})
+
+
+def seed_worker(worker_id):
+    """numpy in each worker follows the torch seed the DataLoader gave the worker."""
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def train_loader(cfg, dataset, world_size, rank, seed):
+    per_process = cfg.TRAIN.BATCH_SIZE // world_size
+    if cfg.TRAIN.BATCH_SIZE % world_size:
+        raise UserError(f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} (global) is not divisible by {world_size} processes")
+    sampler = build_sampler(cfg, dataset.labels, dataset.num_classes, num_replicas=world_size, rank=rank, seed=seed)
+    if cfg.TRAIN.DROP_LAST and len(sampler) < per_process:
+        raise UserError(f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} is larger than the training set "
+                        f"({len(dataset)} images) with TRAIN.DROP_LAST True: no batch would be produced")
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=per_process, sampler=sampler, num_workers=cfg.TRAIN.NUM_WORKERS,
+        pin_memory=cfg.PIN_MEMORY and torch.cuda.is_available(), drop_last=cfg.TRAIN.DROP_LAST,
+        worker_init_fn=seed_worker, generator=torch.Generator(), persistent_workers=False,
+    )
+
+
+def eval_loader(cfg, dataset, world_size=1, rank=0):
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.TEST.BATCH_SIZE, sampler=ShardSampler(len(dataset), world_size, rank),
+        num_workers=cfg.TEST.NUM_WORKERS, pin_memory=cfg.PIN_MEMORY and torch.cuda.is_available(),
+    )

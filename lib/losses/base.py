@@ -1,0 +1,44 @@
+"""Loss contract: built from (cfg, counts); `update(epoch)` applies deferred switches (DRW)."""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..utils.registry import Registry
+
+LOSSES = Registry("loss")
+
+
+class Loss(nn.Module):
+    """forward(logits, target, features=None) -> scalar. Subclasses set `self.weight` (per-class
+    weights or None) in `update`. DRW (TRAIN.TWO_STAGE.DRW) switches on when epoch > START_EPOCH
+    for every loss (BoT's LDAM used >=; specs/bag_of_tricks.md §4)."""
+
+    def __init__(self, cfg, counts):
+        super().__init__()
+        self.register_buffer("counts", torch.tensor(counts, dtype=torch.float32), persistent=False)
+        self.drw = cfg.TRAIN.TWO_STAGE.DRW
+        self.start_epoch = cfg.TRAIN.TWO_STAGE.START_EPOCH
+        self.weight = None
+        self.active = not self.drw  # without DRW, re-weighting is on from epoch 1
+
+    def update(self, epoch):
+        self.active = (not self.drw) or epoch > self.start_epoch
+
+    def forward(self, logits, target, features=None):
+        raise NotImplementedError
+
+
+@LOSSES.register("CrossEntropy")
+class CrossEntropy(Loss):
+    """CE(z, y). Under DRW, after START_EPOCH: weighted CE with w_c = n_min / n_c (BoT);
+    weighted mean sum_i w_{y_i} l_i / sum_i w_{y_i}, as PyTorch/BoT."""
+
+    def update(self, epoch):
+        super().update(epoch)
+        if self.drw and self.active:
+            self.weight = self.counts.clamp(min=1).min() / self.counts.clamp(min=1)
+        else:
+            self.weight = None
+
+    def forward(self, logits, target, features=None):
+        return F.cross_entropy(logits.float(), target, weight=self.weight)

@@ -1,0 +1,79 @@
+"""Evaluate a trained run: python valid.py CONFIG [--checkpoint PATH] [KEY VALUE ...]
+
+Writes results.json, per_class.csv/json, per_class_accuracy.png and confusion_matrix.png into
+OUTPUT_DIR/NAME/eval/<split>_<checkpoint>/ (or --out) and prints the many/medium/few table.
+Post-hoc options: TEST.TAU_NORM.USE_TAU_NORM/TAU, TEST.LOGIT_ADJUST.TAU, TEST.FLIP_TTA.
+"""
+import argparse
+import os
+
+import torch
+
+from lib.config import build_config
+from lib.data.build import DataSplits, eval_loader
+from lib.engine.amp import AmpContext
+from lib.engine.checkpoint import extract_state_dict, load_checkpoint, load_weights
+from lib.engine.distributed import choose_device
+from lib.engine.run_dir import resolve_checkpoint, run_dir_of
+from lib.evaluation.evaluator import evaluate
+from lib.evaluation.reports import summary_table, write_evaluation
+from lib.methods import build_method
+from lib.models.posthoc import tau_normalize_
+from lib.utils.errors import UserError, exit_on_user_error
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cfg", nargs="?", help="YAML config of the run")
+    p.add_argument("--cfg", dest="cfg_flag", help="same as the positional CONFIG (BoT style)")
+    p.add_argument("--checkpoint", default="", help="checkpoint path (default: TEST.MODEL_FILE in the run's models/)")
+    p.add_argument("--split", choices=["test", "valid"], help="split to evaluate (default TEST.SPLIT)")
+    p.add_argument("--out", default="", help="output folder (default OUTPUT_DIR/NAME/eval/<split>_<checkpoint>)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+    return p.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    cfg_file = args.cfg or args.cfg_flag
+    if not cfg_file:
+        raise UserError("give the run's config: python valid.py CONFIG [KEY VALUE ...]")
+    cfg = build_config(cfg_file, args.opts)
+    split = args.split or cfg.TEST.SPLIT
+    ckpt_path = args.checkpoint or resolve_checkpoint(cfg, cfg.TEST.MODEL_FILE, "TEST.MODEL_FILE")
+    device = choose_device(cfg)
+
+    data = DataSplits(cfg, need_train=False)
+    dataset = data.test if split == "test" else data.valid
+    if dataset is None:
+        key = "DATASET.TEST_JSON" if split == "test" else "DATASET.VALID_JSON"
+        raise UserError(f"{key} is empty: nothing to evaluate for split {split!r}")
+    method = build_method(cfg, data.counts)
+    ckpt = load_checkpoint(ckpt_path)
+    load_weights(method, extract_state_dict(ckpt), ckpt_path)
+    if cfg.TEST.TAU_NORM.USE_TAU_NORM:
+        for head in method.classifier_heads():
+            tau_normalize_(head, cfg.TEST.TAU_NORM.TAU)
+    method.to(device)
+    amp = AmpContext(cfg, device)
+    loader = eval_loader(cfg, dataset)
+    report, logits, labels = evaluate(method, method, loader, device, data.counts, cfg.TEST.SHOT_RULE, amp.autocast,
+                                      flip_tta=cfg.TEST.FLIP_TTA, logit_tau=cfg.TEST.LOGIT_ADJUST.TAU)
+    name = os.path.splitext(os.path.basename(ckpt_path))[0]
+    out = args.out or os.path.join(run_dir_of(cfg), "eval", f"{split}_{name}")
+    meta = {"name": cfg.NAME, "method": cfg.METHOD, "split": split, "json": dataset.json_path,
+            "checkpoint": ckpt_path, "checkpoint_epoch": int(ckpt.get("epoch", -1)),
+            "backbone": cfg.BACKBONE.TYPE, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA,
+            "tau_norm": cfg.TEST.TAU_NORM.TAU if cfg.TEST.TAU_NORM.USE_TAU_NORM else None,
+            "logit_adjust_tau": cfg.TEST.LOGIT_ADJUST.TAU}
+    write_evaluation(out, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE)
+    print(f"{split} split ({len(dataset)} images), checkpoint {ckpt_path} (epoch {meta['checkpoint_epoch']})")
+    print(summary_table(report))
+    print(f"top-5 {report['top5']:.2f}; outputs in {out}")
+    return report
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
