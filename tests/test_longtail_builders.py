@@ -318,7 +318,8 @@ def test_build_fashion_mnist_lt_on_fake_idx_files(tmp_path, fake_fmnist, capsys)
 def test_build_fashion_mnist_lt_missing_source_is_one_line_exit_2(tmp_path):
     missing = tmp_path / "nowhere"
     r = subprocess.run([sys.executable, "tools/build_fashion_mnist_lt.py", "--source", str(missing),
-                        "--output_path", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
+                        "--output_path", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and str(missing) in r.stderr
     assert "apt-get install -y dataset-fashion-mnist" in r.stderr

@@ -161,8 +161,9 @@ def main(argv=None):
     print(f"{prefix}: selection={args.selection} seed={args.seed} n_max={plan['n_max']:g}")
     print(f"train counts: {' '.join(map(str, plan['counts']))}")
     print(f"train: {describe_counts(plan['counts'])}")
-    print(f"test: {data['test'][1].size} images, per class "
-          f"{' '.join(map(str, np.bincount(data['test'][1], minlength=C)))}")
+    test_counts = np.bincount(data["test"][1], minlength=C).tolist()
+    per_class = f"{test_counts[0]} per class" if len(set(test_counts)) == 1 else " ".join(map(str, test_counts))
+    print(f"test: {data['test'][1].size} images, {per_class}")
     if plan["val"] is not None:
         print(format_validation_report(plan["val_report"]))
         if plan["val"].size == 0:

@@ -25,7 +25,7 @@ def get_cfg_defaults():
 
 def _explain(err, where):
     msg = str(err).strip().strip("'\"")
-    m = re.search(r"Non-existent config key: (\S+)", msg)
+    m = re.search(r"Non-existent (?:config )?key: (\S+)", msg)
     if m:
         return f"{where}: unknown config key '{m.group(1)}'"
     m = re.search(r"Type mismatch \((.*?) vs\. (.*?)\) with values \((.*?) vs\. (.*?)\) for config key: (\S+)", msg)
