@@ -6,7 +6,7 @@ import torch
 
 from ..utils.atomic import write_json
 from ..utils.errors import UserError
-from .annotations import class_counts, load_annotations
+from .annotations import class_counts, load_annotations, read_json
 from .dataset import JsonDataset
 from .reorder import invert, rank_classes_by_count
 from .samplers import build_sampler
@@ -48,6 +48,7 @@ class DataSplits:
         if d.REORDER_CLASSES:
             self.label_map = rank_classes_by_count(raw_counts)
         self.num_classes = C
+        self.train_json = d.TRAIN_JSON
         self.counts = [raw_counts[old] for old in invert(self.label_map)] if self.label_map else raw_counts
         common = dict(root=d.ROOT, color_space=cfg.COLOR_SPACE, check_images=d.CHECK_IMAGES,
                       label_map=self.label_map, num_classes=C)
@@ -61,6 +62,18 @@ class DataSplits:
         if d.TEST_JSON:
             _require(d.TEST_JSON, "DATASET.TEST_JSON")
             self.test = JsonDataset(d.TEST_JSON, transform=tf["test"], **common)
+
+    def class_names(self):
+        """Names from a classes.json (list of C strings) beside TRAIN_JSON, in the (re-ordered) label order."""
+        path = os.path.join(os.path.dirname(os.path.abspath(self.train_json)), "classes.json")
+        if not os.path.isfile(path):
+            return None
+        names = read_json(path)
+        if isinstance(names, dict):
+            names = names.get("classes") or names.get("names")
+        if not isinstance(names, list) or len(names) != self.num_classes:
+            return None
+        return [names[old] for old in invert(self.label_map)] if self.label_map else names
 
     def save_label_map(self, run_dir):
         if self.label_map:

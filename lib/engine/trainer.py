@@ -261,7 +261,8 @@ def final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log)
     meta = {"name": cfg.NAME, "method": cfg.METHOD, "split": split, "json": getattr(dataset, "json_path", ""),
             "checkpoint_selection": selection, "checkpoint_epoch": ckpt_epoch, "backbone": cfg.BACKBONE.TYPE,
             "epochs": cfg.TRAIN.MAX_EPOCH, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA}
-    results = write_evaluation(run_dir, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE)
+    results = write_evaluation(run_dir, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE,
+                               data.class_names())
     log.info(f"{split} split, checkpoint: {selection}\n" + summary_table(report))
     return results
 
