@@ -24,10 +24,12 @@ def prepare_run_dir(cfg, write=True):
 
 
 def resolve_checkpoint(cfg, name, key):
-    """A checkpoint named by a config key: a path as is, else a file in OUTPUT_DIR/NAME/models/."""
+    """A checkpoint named by a config key: a path as is, else a file in OUTPUT_DIR/NAME/models/, else a
+    path under OUTPUT_DIR (so stage two can name `stage1_run/models/best_model.pth` and follow OUTPUT_DIR)."""
     if not name:
         raise UserError(f"{key} is empty")
-    for candidate in (name, os.path.join(run_dir_of(cfg), "models", name)):
+    candidates = (name, os.path.join(run_dir_of(cfg), "models", name), os.path.join(cfg.OUTPUT_DIR, name))
+    for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
-    raise UserError(f"{key}: checkpoint not found: {name} (also looked in {os.path.join(run_dir_of(cfg), 'models')})")
+    raise UserError(f"{key}: checkpoint not found: {name} (looked in ., {candidates[1]!r}, {candidates[2]!r})")

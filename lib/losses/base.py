@@ -4,6 +4,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..utils.registry import Registry
+from .weights import inverse_frequency_weights
 
 LOSSES = Registry("loss")
 
@@ -36,7 +37,7 @@ class CrossEntropy(Loss):
     def update(self, epoch):
         super().update(epoch)
         if self.drw and self.active:
-            self.weight = self.counts.clamp(min=1).min() / self.counts.clamp(min=1)
+            self.weight = inverse_frequency_weights(self.counts.tolist()).to(self.counts.device)
         else:
             self.weight = None
 
