@@ -1,7 +1,9 @@
 """Train a method from a YAML config: python main/train.py --cfg FILE [--ar | --resume PATH] [KEY VALUE ...]"""
 import argparse
+import sys
 
 from lib.config import build_config
+from lib.engine.preemption import Preempted
 from lib.engine.trainer import train
 from lib.utils.errors import exit_on_user_error
 
@@ -25,7 +27,11 @@ def main(argv=None):
         from lib.engine.run_dir import resolve_checkpoint
 
         resume = resolve_checkpoint(cfg, args.resume, "--resume")
-    train(cfg, resume=resume, auto_resume=args.ar)
+    try:
+        train(cfg, resume=resume, auto_resume=args.ar)
+    except Preempted as p:
+        print(f"interrupted: {p}", file=sys.stderr)
+        sys.exit(p.exit_code)
 
 
 if __name__ == "__main__":

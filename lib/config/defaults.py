@@ -53,6 +53,7 @@ _C.BACKBONE.INIT = "kaiming"  # kaiming | pytorch (NCL's res50/res152)
 _C.BACKBONE.PRETRAINED_MODEL = ""  # local state-dict file for the backbone only; never downloaded
 _C.BACKBONE.FREEZE = False  # freeze backbone parameters and keep its BN in eval mode
 _C.BACKBONE.FREEZE_BN = True  # with FREEZE: BN statistics frozen too (False replicates WB's train-mode BN)
+_C.BACKBONE.BN_EVAL = False  # keep the backbone's BatchNorm in eval mode (fixed statistics, affine still trains)
 
 _C.MODULE = CN()
 _C.MODULE.TYPE = "GAP"  # accepted for compatibility; pooling is global average pooling
@@ -62,6 +63,7 @@ _C.CLASSIFIER.TYPE = "FC"  # FC, cos, FCNorm, LWS, CosNorm
 _C.CLASSIFIER.BIAS = True
 _C.CLASSIFIER.COS_SCALE = 16.0  # s for the cos / CosNorm heads
 _C.CLASSIFIER.REINIT = False  # re-initialise the head after loading NETWORK.PRETRAINED_MODEL (cRT)
+_C.CLASSIFIER.LWS_FREEZE_LINEAR = False  # LWS stage two: W, b frozen, only the scales sigma train (ACE: False)
 
 # ---------------------------------------------------------------- loss (BoT names, specs/bag_of_tricks.md §1)
 _C.LOSS = CN()
@@ -91,6 +93,7 @@ _C.TRAIN.APEX = False  # NVIDIA apex is superseded by torch.amp: True means AMP 
 _C.TRAIN.USE_AMP = False  # ACE's key: same as AMP.ENABLE
 _C.TRAIN.CHANNELS_LAST = False  # channels_last memory format for model and inputs
 _C.TRAIN.NONFINITE_LOSS = "stop"  # stop | skip: what a NaN/inf loss does
+_C.TRAIN.SEEDED_AUGMENTATION = True  # augmentation of image i in epoch e seeded by (SEED, e, i): exact resume
 _C.TRAIN.AMP = CN()
 _C.TRAIN.AMP.ENABLE = False  # autocast: fp16 + GradScaler on CUDA, bf16 on CPU
 _C.TRAIN.AMP.DTYPE = "auto"  # auto | float16 | bfloat16

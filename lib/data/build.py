@@ -1,4 +1,5 @@
 """Datasets and loaders from the config: train/valid/test JSONs, transforms, samplers."""
+import itertools
 import os
 
 import numpy as np
@@ -24,6 +25,33 @@ class ShardSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return len(self.indices)
+
+
+class SkipFirst(torch.utils.data.Sampler):
+    """Wraps a sampler; `skip(n)` drops the first n indices of the next epoch only (mid-epoch resume)."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.to_skip = 0
+
+    def skip(self, n):
+        self.to_skip = int(n)
+
+    def __iter__(self):
+        n, self.to_skip = self.to_skip, 0
+        return itertools.islice(iter(self.sampler), n, None)
+
+    def __len__(self):
+        return len(self.sampler) - self.to_skip
+
+    def set_epoch(self, epoch):
+        self.sampler.set_epoch(epoch)
+
+    def state_dict(self):
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state):
+        self.sampler.load_state_dict(state)
 
 
 def _require(path, key):
@@ -90,7 +118,10 @@ def train_loader(cfg, dataset, world_size, rank, seed):
     per_process = cfg.TRAIN.BATCH_SIZE // world_size
     if cfg.TRAIN.BATCH_SIZE % world_size:
         raise UserError(f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} (global) is not divisible by {world_size} processes")
-    sampler = build_sampler(cfg, dataset.labels, dataset.num_classes, num_replicas=world_size, rank=rank, seed=seed)
+    sampler = SkipFirst(build_sampler(cfg, dataset.labels, dataset.num_classes, num_replicas=world_size, rank=rank,
+                                      seed=seed))
+    if cfg.TRAIN.SEEDED_AUGMENTATION:
+        dataset.seed_augmentation(seed)
     if cfg.TRAIN.DROP_LAST and len(sampler) < per_process:
         raise UserError(f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} is larger than the training set "
                         f"({len(dataset)} images) with TRAIN.DROP_LAST True: no batch would be produced")

@@ -32,6 +32,9 @@ class JsonDataset(torch.utils.data.Dataset):
 
     Items are dicts: {"image": tensor, ["image2": tensor], "label": int, "index": int}.
     `label_map` (old id -> new id) remaps labels at load time (class re-ordering).
+    After `seed_augmentation(seed)` + `set_epoch(e)`, the random transforms of item i in epoch e
+    draw from torch's RNG seeded by (seed, e, i), whichever worker or rank loads it: a resumed or
+    re-sharded run sees exactly the same augmented images.
     """
 
     def __init__(self, json_path, root="", transform=None, second_transform=None, color_space="RGB",
@@ -49,7 +52,14 @@ class JsonDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.second_transform = second_transform
         self.color_space = color_space
+        self.aug_seed = None
+        self.epoch = 0
 
+    def seed_augmentation(self, seed):
+        self.aug_seed = int(seed)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
     def __len__(self):
         return len(self.entries)
 
@@ -60,8 +70,16 @@ class JsonDataset(torch.utils.data.Dataset):
         entry = self.entries[index]
         img = decode_image(entry["path"], self.color_space)
         item = {"label": entry["label"], "index": index}
+        if self.aug_seed is None:
+            self._transform(item, img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.aug_seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                self._transform(item, img)
+        return item
+
+    def _transform(self, item, img):
         item["image"] = self.transform(img) if self.transform else img
         if self.second_transform is not None:
             item["image2"] = self.second_transform(img)
-        return item
 

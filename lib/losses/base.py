@@ -4,15 +4,22 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..utils.registry import Registry
+from .reduction import weighted_mean
 from .weights import inverse_frequency_weights
 
 LOSSES = Registry("loss")
 
 
 class Loss(nn.Module):
-    """forward(logits, target, features=None) -> scalar. Subclasses set `self.weight` (per-class
-    weights or None) in `update`. DRW (TRAIN.TWO_STAGE.DRW) switches on when epoch > START_EPOCH
-    for every loss (BoT's LDAM used >=; specs/bag_of_tricks.md §4)."""
+    """forward(logits, target, features=None, sample_weight=None) -> scalar. Subclasses set
+    `self.weight` (per-class weights or None) in `update`. DRW (TRAIN.TWO_STAGE.DRW) switches on
+    when epoch > START_EPOCH for every loss (BoT's LDAM used >=; specs/bag_of_tricks.md §4).
+
+    `sample_weight` (B,) scales each sample's term, not the denominator (mixup / Remix; see
+    reduction.py). A loss that needs the pooled feature f sets the class attribute
+    `needs_features = True`; the method then passes `features`."""
+
+    needs_features = False
 
     def __init__(self, cfg, counts):
         super().__init__()
@@ -25,7 +32,7 @@ class Loss(nn.Module):
     def update(self, epoch):
         self.active = (not self.drw) or epoch > self.start_epoch
 
-    def forward(self, logits, target, features=None):
+    def forward(self, logits, target, features=None, sample_weight=None):
         raise NotImplementedError
 
 
@@ -41,5 +48,6 @@ class CrossEntropy(Loss):
         else:
             self.weight = None
 
-    def forward(self, logits, target, features=None):
-        return F.cross_entropy(logits.float(), target, weight=self.weight)
+    def forward(self, logits, target, features=None, sample_weight=None):
+        per_sample = F.cross_entropy(logits.float(), target, reduction="none")
+        return weighted_mean(per_sample, target, self.weight, sample_weight)

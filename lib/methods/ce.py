@@ -1,18 +1,20 @@
 """Plain cross-entropy and the classic re-balancing baselines on one network.
 
 The loss is chosen by LOSS.LOSS_TYPE (lib/losses), the sampler by TRAIN.SAMPLER (the data
-pipeline), batch mixing by TRAIN.COMBINER.TYPE. Stage two of decoupled training (cRT, WB) is
+pipeline), batch mixing by TRAIN.COMBINER.TYPE (helpers in mixing.py). Stage two of decoupled training (cRT, WB) is
 this method with NETWORK.PRETRAINED_MODEL, BACKBONE.FREEZE and CLASSIFIER.REINIT.
 """
 import torch
 
+from ..engine import distributed as dist_utils
 from ..losses import build_loss
 from ..models.heads import build_head
 from ..models.network import Network
 from ..utils.errors import UserError
+from . import mixing
 from .base import METHODS, Method
 
-COMBINERS = ("default", "mix_up")
+COMBINERS = ("default",) + mixing.MIXING_COMBINERS
 
 
 @METHODS.register("ce")
@@ -24,26 +26,73 @@ class CrossEntropyMethod(Method):
         self.combiner = cfg.TRAIN.COMBINER.TYPE
         if self.combiner not in COMBINERS:
             raise UserError(f"unknown TRAIN.COMBINER.TYPE {self.combiner!r}; valid: {', '.join(COMBINERS)}")
-        self.alpha = cfg.TRAIN.COMBINER.ALPHA
+        comb = cfg.TRAIN.COMBINER
+        self.alpha = comb.ALPHA
+        if self.combiner != "default" and not self.alpha > 0:
+            raise UserError(f"TRAIN.COMBINER.ALPHA must be > 0 for {self.combiner} (lambda ~ Beta(alpha, alpha)), "
+                            f"got {self.alpha}")
+        self.kappa, self.tau = float(comb.REMIX.KAPPA), float(comb.REMIX.TAU)
+        self.mix_location = comb.MANIFOLD_MIX_UP.LOCATION
+        if self.combiner == "manifold_mix_up":
+            mixing.check_location(self.mix_location, self.net.backbone)
+        # a loss that needs the pooled feature (IB) gets {"logits", "features"} from forward
+        self.needs_features = getattr(self.criterion, "needs_features", False)
+        # -- LWS stage two (Kang et al.; specs/bag_of_tricks.md §4): W and b frozen, only sigma trains
+        if cfg.CLASSIFIER.LWS_FREEZE_LINEAR:
+            if not hasattr(self.net.head, "freeze_linear"):
+                raise UserError(f"CLASSIFIER.LWS_FREEZE_LINEAR needs CLASSIFIER.TYPE LWS, got {cfg.CLASSIFIER.TYPE!r}")
+            self.net.head.freeze_linear()
+
+    def _replica_chunks(self, image):
+        """How DataParallel will split the batch (manifold mixup pairs samples inside a replica)."""
+        gpus = len(self.cfg.GPUS)
+        return gpus if image.is_cuda and gpus > 1 and not dist_utils.is_distributed() else 1
 
     def prepare_batch(self, batch, epoch):
-        if self.combiner == "mix_up" and self.training:
-            # x = lam * x_a + (1 - lam) * x_b, lam ~ Beta(alpha, alpha) once per batch
-            alpha = torch.tensor(float(self.alpha))
-            lam = float(torch.distributions.Beta(alpha, alpha).sample())
-            perm = torch.randperm(batch["image"].shape[0], device="cpu").to(batch["image"].device)
-            batch = dict(batch, image=lam * batch["image"] + (1 - lam) * batch["image"][perm],
-                         label_b=batch["label"][perm], lam=lam)
-        return batch
+        """Mixing combiners (training only): lam ~ Beta(alpha, alpha) once per batch, a random pairing
+        a -> b = perm(a); adds label_b, lam and mix_weight (per-sample weight of L(z, y_a): lam, or
+        Remix's lam_y). mix_up / remix mix the images here; manifold_mix_up adds mix_index and mixes
+        the hidden features inside forward."""
+        if self.combiner == "default" or not self.training:
+            return batch
+        image, label = batch["image"], batch["label"]
+        lam = mixing.sample_lambda(self.alpha)
+        chunks = self._replica_chunks(image) if self.combiner == "manifold_mix_up" else 1
+        perm, local = mixing.pair_permutation(image.shape[0], image.device, chunks)
+        label_b = label[perm]
+        if self.combiner == "remix":
+            weight = mixing.remix_label_weights(self.class_counts, label, label_b, lam, self.kappa, self.tau)
+        else:
+            weight = torch.full(label.shape, lam, device=label.device)
+        out = dict(batch, label_b=label_b, lam=lam, mix_weight=weight)
+        if self.combiner == "manifold_mix_up":
+            out["mix_index"] = local
+        else:  # x = lam * x_a + (1 - lam) * x_b
+            out["image"] = mixing.mix(image, lam, perm)
+        return out
 
     def forward(self, batch):
-        return self.net(batch["image"])
+        """Logits (B, C), or {"logits", "features"} when the loss needs the pooled feature."""
+        x = batch["image"]
+        if "mix_index" in batch:
+            logits, f = mixing.forward_manifold_mixup(self.net, x, self.mix_location, batch["lam"], batch["mix_index"])
+        elif self.needs_features:
+            f = self.net.features(x)
+            logits = self.net.head(f)
+        else:
+            return self.net(x)
+        return {"logits": logits, "features": f} if self.needs_features else logits
+
+    def predict(self, outputs):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+        return {"logits": logits, "members": {}}
 
     def loss(self, outputs, batch, epoch):
-        loss = self.criterion(outputs, batch["label"])
-        if "label_b" in batch:  # lam * L(z, y_a) + (1 - lam) * L(z, y_b)
-            lam = batch["lam"]
-            loss = lam * loss + (1 - lam) * self.criterion(outputs, batch["label_b"])
+        logits, f = (outputs["logits"], outputs["features"]) if isinstance(outputs, dict) else (outputs, None)
+        if "label_b" in batch:  # sum_i lam_i * L_i(z, y_a) + (1 - lam_i) * L_i(z, y_b)
+            loss = mixing.mixed_loss(self.criterion, logits, batch["label"], batch["label_b"], batch["mix_weight"], f)
+        else:
+            loss = self.criterion(logits, batch["label"], features=f)
         return loss, {}
 
     def on_epoch_start(self, epoch):
@@ -51,6 +100,12 @@ class CrossEntropyMethod(Method):
 
     def classifier_heads(self):
         return [self.net.head]
+
+    @property
+    def pretrained_may_lack(self):
+        """Keys a NETWORK.PRETRAINED_MODEL may lack (the trainer passes them to load_weights' allow_missing).
+        -- LWS stage two: an FC checkpoint has W, b under the same keys but no sigma (initialised to 1)."""
+        return ("net.head.scales",) if self.cfg.CLASSIFIER.TYPE == "LWS" else ()
 
     def after_pretrained_loaded(self):
         if self.cfg.CLASSIFIER.REINIT:  # cRT: a fresh classifier on the loaded features

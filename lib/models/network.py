@@ -13,7 +13,8 @@ class Network(nn.Module):
     """`features(x)` -> (B, d) pooled feature; `forward(x)` -> logits (B, C).
 
     With BACKBONE.FREEZE the backbone gets no gradient and (unless BACKBONE.FREEZE_BN is
-    False) stays in eval mode, so its BN statistics do not move (cRT / WB stage two).
+    False) its BatchNorm stays in eval mode, so its statistics do not move (cRT / WB stage two).
+    BACKBONE.BN_EVAL keeps BN in eval mode while everything trains.
     """
 
     def __init__(self, cfg, num_classes):
@@ -26,14 +27,16 @@ class Network(nn.Module):
             bias=cfg.CLASSIFIER.BIAS, scale=cfg.CLASSIFIER.COS_SCALE,
         )
         self.freeze_backbone = cfg.BACKBONE.FREEZE
-        self.freeze_bn = cfg.BACKBONE.FREEZE_BN
+        self.bn_eval = cfg.BACKBONE.BN_EVAL or (cfg.BACKBONE.FREEZE and cfg.BACKBONE.FREEZE_BN)
         if self.freeze_backbone:
             self.backbone.requires_grad_(False)
 
     def train(self, mode=True):
         super().train(mode)
-        if self.freeze_backbone and self.freeze_bn:
-            self.backbone.eval()
+        if mode and self.bn_eval:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def features(self, x):

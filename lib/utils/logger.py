@@ -5,10 +5,23 @@ import time
 
 
 class RunLogger:
-    def __init__(self, path=None, enabled=True):
+    """Console + log file. Lines logged before `attach_file` (start-up, before the run folder may be
+    written) are buffered and go into the file once it exists."""
+
+    def __init__(self, enabled=True):
         self.enabled = enabled
-        self.file = open(path, "a", buffering=1) if (enabled and path) else None
+        self.file = None
+        self.pending = []
         self.interactive = sys.stderr.isatty()
+
+    def attach_file(self, run_dir, kind):
+        if not self.enabled:
+            return
+        path = os.path.join(run_dir, "logs", f"{kind}_{time.strftime('%Y%m%d_%H%M%S')}.log")
+        self.file = open(path, "a", buffering=1)
+        for line in self.pending:
+            self.file.write(line + "\n")
+        self.pending = []
 
     def info(self, msg, console=True):
         if not self.enabled:
@@ -18,15 +31,12 @@ class RunLogger:
             print(msg, flush=True)
         if self.file:
             self.file.write(line + "\n")
+        else:
+            self.pending.append(line)
 
     def close(self):
         if self.file:
             self.file.close()
-
-
-def setup_logger(run_dir, kind, enabled=True):
-    path = os.path.join(run_dir, "logs", f"{kind}_{time.strftime('%Y%m%d_%H%M%S')}.log") if enabled else None
-    return RunLogger(path, enabled)
 
 
 class MetricWriter:

@@ -1,0 +1,514 @@
+"""Accuracy of every method config on Fashion-MNIST-LT under one budget: a Markdown table, a JSON, a plot.
+
+    python benchmarks/compare.py [--quick] [--configs FILE ...] [--imb-factor 10|50|100] [--seeds 42 43 44]
+        [--epochs N | --epoch-scale F] [--device auto|cpu|cuda] [--out benchmarks/results]
+        [--output-dir output/benchmarks] [--reuse] [--baseline ce_res32]
+
+Runs each config (default: every configs/fashion_mnist_lt/*.yaml, so a new method appears when its
+config lands) for each seed with `lib.engine.trainer.train`, in-process, and writes
+<out>/accuracy_if<IF>[_quick].{md,json,png}:
+- the table: test-split top-1 and many/medium/few accuracy (%), mean ± std over the seeds (sample std),
+  the difference to the CE baseline, the checkpoint each number comes from (best top-1 on the val split,
+  or the last epoch when a config has no val split), and the wall time per run;
+- the JSON: the same plus every run, its per-class accuracies, the machine and the date;
+- the plot: per-class test accuracy of every method (classes sorted by training count) over the
+  training-count curve.
+Outputs are rewritten after every finished run, so an interrupted benchmark leaves the runs so far.
+
+Budget. Full mode keeps every config's own schedule (`--epoch-scale 1`, seeds 42 43 44). --quick runs
+one seed with the schedule scaled by 0.5 (TRAIN.MAX_EPOCH, LR_SCHEDULER.LR_STEP / WARM_EPOCH /
+COSINE_DECAY_END, TWO_STAGE.START_EPOCH and every other integer key named *EPOCH*, e.g. a method's own
+switch epochs, are multiplied and rounded; the JSON lists what was scaled). --epochs N sets every
+config's MAX_EPOCH to N and scales the rest by N / its own MAX_EPOCH.
+
+Two-stage configs (NETWORK.PRETRAINED True, e.g. Weight Balancing stage two) run after the config whose
+NAME their NETWORK.PRETRAINED_MODEL names (added from the same folder if it was not selected), with the
+same seed and OUTPUT_DIR, and the stage-two path pointed at that run's checkpoint.
+Data. --imb-factor N builds Fashion-MNIST-LT at IF N (tools/build_fashion_mnist_lt.py) if needed and
+points every config at it; without it the configs' own JSONs are used (they must agree).
+"""
+import argparse
+import contextlib
+import glob
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from lib.config import build_config  # noqa: E402
+from lib.data.annotations import class_counts, load_annotations  # noqa: E402
+from lib.data.longtail import format_imb_factor  # noqa: E402
+from lib.engine.trainer import train  # noqa: E402
+from lib.evaluation.groups import shot_groups  # noqa: E402
+from lib.utils.atomic import atomic_open, write_json, write_text  # noqa: E402
+from lib.utils.errors import UserError, exit_on_user_error  # noqa: E402
+
+from machine_info import describe_machine, machine_line  # noqa: E402
+
+CONFIG_GLOB = "configs/fashion_mnist_lt/*.yaml"
+DATA_ROOT = "data/fashion_mnist_lt"
+FULL_SEEDS = (42, 43, 44)
+QUICK_SCALE = 0.5
+METRICS = ("top1", "many", "medium", "few")
+EPOCH_KEY = re.compile(r"(^|_)EPOCHS?($|_)")
+UNSCALED = {"TRAIN.MAX_EPOCH"}
+
+
+# ---------------------------------------------------------------- planning
+def stem_of(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _walk(node, prefix=""):
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _walk(v, key + ".")
+        else:
+            yield key, v
+
+
+def schedule_overrides(cfg, factor):
+    """KEY VALUE overrides that scale the schedule by `factor` ({} for 1); epochs are 1-based, at least 1."""
+    if factor == 1:
+        return {}
+
+    def s(e):  # round half up, at least epoch 1
+        return max(1, int(math.floor(e * factor + 0.5)))
+
+    out = {"TRAIN.MAX_EPOCH": s(cfg.TRAIN.MAX_EPOCH)}
+    sch = cfg.TRAIN.LR_SCHEDULER
+    if list(sch.LR_STEP):
+        out["TRAIN.LR_SCHEDULER.LR_STEP"] = [s(m) for m in sch.LR_STEP]
+    if sch.COSINE_DECAY_END:
+        out["TRAIN.LR_SCHEDULER.COSINE_DECAY_END"] = s(sch.COSINE_DECAY_END)
+    for key, v in _walk(cfg):
+        name = key.rsplit(".", 1)[-1]
+        if key in UNSCALED or key in out or not EPOCH_KEY.search(name):
+            continue
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            out[key] = s(v)
+    return {k: v for k, v in out.items() if v != cfg_value(cfg, k)}
+
+
+def cfg_value(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return list(node) if isinstance(node, (list, tuple)) else node
+
+
+def flat_opts(overrides):
+    opts = []
+    for k, v in overrides.items():
+        opts += [k, repr(v) if not isinstance(v, str) else v]
+    return opts
+
+
+def pretrained_parts(cfg):
+    """NETWORK.PRETRAINED_MODEL split into path components, e.g. ['wb_stage1', 'models', 'best_model.pth']."""
+    return [p for p in re.split(r"[\\/]+", cfg.NETWORK.PRETRAINED_MODEL) if p not in ("", ".")]
+
+
+def configs_by_name(paths):
+    """NAME -> config path for every YAML in the folders of `paths` (where stage-one configs are found)."""
+    pool = {}
+    for folder in sorted({os.path.dirname(os.path.abspath(p)) for p in paths}):
+        for p in sorted(glob.glob(os.path.join(folder, "*.yaml"))):
+            try:
+                pool.setdefault(build_config(p).NAME, p)
+            except UserError:
+                pass
+    return pool
+
+
+class Plan:
+    """The configs to run, stage one before stage two, each with its overrides (the same for every seed).
+
+    --opts are applied to each config before its schedule is scaled."""
+
+    def __init__(self, paths, args):
+        self.entries = {}  # stem -> {path, cfg, depends, rest, added, scaled, epochs}; insertion = run order
+        self.errors = {}
+        self.base_opts = ["DEVICE", args.device] if args.device != "auto" else []
+        if args.imb_factor:
+            d = ensure_dataset(args.imb_factor, args.data_root)
+            self.base_opts += ["DATASET.TRAIN_JSON", d["train"], "DATASET.VALID_JSON", d["val"],
+                               "DATASET.TEST_JSON", d["test"]]
+        self.base_opts += list(args.opts)
+        self.pool = configs_by_name(paths)
+        for path in paths:
+            self._add(path, added=False, visiting=set())
+        for e in self.entries.values():
+            factor = args.epochs / e["cfg"].TRAIN.MAX_EPOCH if args.epochs else args.epoch_scale
+            e["scaled"] = schedule_overrides(e["cfg"], factor)
+            e["epochs"] = e["scaled"].get("TRAIN.MAX_EPOCH", e["cfg"].TRAIN.MAX_EPOCH)
+
+    def _add(self, path, added, visiting):
+        stem = stem_of(path)
+        if stem in self.entries or stem in self.errors:
+            return
+        if stem in visiting:
+            self.errors[stem] = "NETWORK.PRETRAINED_MODEL dependencies form a cycle"
+            return
+        try:
+            cfg = build_config(path, self.base_opts)
+        except UserError as err:
+            self.errors[stem] = f"config error: {err}"
+            return
+        e = {"path": path, "cfg": cfg, "depends": None, "rest": None, "added": added}
+        if cfg.NETWORK.PRETRAINED:
+            parts = pretrained_parts(cfg)
+            hit = next((i for i, p in enumerate(parts) if p in self.pool), None)
+            if hit is not None:  # stage two: train the stage-one config first, into the same OUTPUT_DIR
+                dep = self.pool[parts[hit]]
+                self._add(dep, added=True, visiting=visiting | {stem})
+                if stem_of(dep) not in self.entries:
+                    self.errors[stem] = f"its stage one {stem_of(dep)} cannot run ({self.errors.get(stem_of(dep))})"
+                    return
+                e["depends"], e["rest"] = stem_of(dep), parts[hit + 1:]
+            elif not os.path.isabs(cfg.NETWORK.PRETRAINED_MODEL):
+                self.errors[stem] = (f"NETWORK.PRETRAINED_MODEL {cfg.NETWORK.PRETRAINED_MODEL!r}: no config next to "
+                                     f"{path} has the NAME {parts[0] if parts else ''!r} to train stage one")
+                return
+        self.entries[stem] = e
+
+    def run_cfg(self, stem, seed, output_dir):
+        e = self.entries[stem]
+        opts = self.base_opts + flat_opts(e["scaled"]) + ["SEED", str(seed), "OUTPUT_DIR", output_dir]
+        if e["depends"]:
+            one = self.entries[e["depends"]]["cfg"].NAME
+            opts += ["NETWORK.PRETRAINED_MODEL", os.path.join(output_dir, one, *e["rest"])]
+        return build_config(e["path"], opts)
+
+    def total_epochs(self, stem):
+        e = self.entries[stem]
+        return e["epochs"] + (self.total_epochs(e["depends"]) if e["depends"] else 0)
+
+
+def ensure_dataset(imb_factor, data_root):
+    """Paths of Fashion-MNIST-LT at IF `imb_factor` under data_root, built first when missing."""
+    prefix = f"fmnist_lt_if{format_imb_factor(imb_factor)}"
+    folder = os.path.join(data_root, prefix)
+    paths = {s: os.path.join(folder, f"{prefix}_{s}.json") for s in ("train", "val", "test")}
+    if not all(os.path.isfile(p) for p in paths.values()):
+        print(f"building {folder} (tools/build_fashion_mnist_lt.py --imb_factor {imb_factor:g}) ...", file=sys.stderr)
+        proc = subprocess.run([sys.executable, "tools/build_fashion_mnist_lt.py", "--imb_factor", f"{imb_factor:g}",
+                               "--output_path", data_root], capture_output=True, text=True)
+        if proc.returncode != 0 or not all(os.path.isfile(p) for p in paths.values()):
+            msg = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"--imb-factor {imb_factor:g}: building {folder} failed: {msg}")
+    return paths
+
+
+def recipe(cfg, depends=None):
+    """A short description of what a config changes, e.g. 'ce, CrossEntropy, balance sampler, DRW@9, wd 2e-4'."""
+    t = cfg.TRAIN
+    parts = [cfg.METHOD, cfg.LOSS.LOSS_TYPE]
+    if t.SAMPLER.TYPE != "default":
+        parts.append(f"{t.SAMPLER.TYPE} sampler ({t.SAMPLER.WEIGHTED_SAMPLER.TYPE})")
+    for k in ("DRW", "DRS"):
+        if t.TWO_STAGE[k]:
+            parts.append(f"{k}@{t.TWO_STAGE.START_EPOCH}")
+    if t.COMBINER.TYPE != "default":
+        parts.append(t.COMBINER.TYPE)
+    if cfg.CLASSIFIER.TYPE != "FC":
+        parts.append(f"{cfg.CLASSIFIER.TYPE} head")
+    if depends:
+        parts.append(f"on {depends}")
+    if cfg.BACKBONE.FREEZE:
+        parts.append("frozen backbone")
+    if cfg.CLASSIFIER.REINIT:
+        parts.append("new classifier")
+    parts.append(f"{cfg.BACKBONE.TYPE}, wd {t.OPTIMIZER.WEIGHT_DECAY:g}")
+    if cfg.TEST.LOGIT_ADJUST.TAU:
+        parts.append(f"logit adj. τ={cfg.TEST.LOGIT_ADJUST.TAU:g}")
+    if cfg.TEST.FLIP_TTA:
+        parts.append("flip TTA")
+    return ", ".join(parts)
+
+
+def describe_data(cfg):
+    entries, C = load_annotations(cfg.DATASET.TRAIN_JSON, cfg.DATASET.ROOT, check_images=False)
+    counts = class_counts([e["label"] for e in entries], C)
+    g = shot_groups(counts, cfg.TEST.SHOT_RULE)
+    sizes = {}
+    for split, key in (("val", "VALID_JSON"), ("test", "TEST_JSON")):
+        p = cfg.DATASET[key]
+        sizes[split] = len(load_annotations(p, cfg.DATASET.ROOT, check_images=False)[0]) if p else 0
+    return {"train_json": cfg.DATASET.TRAIN_JSON, "num_classes": C, "train_images": sum(counts),
+            "counts": counts, "imb_factor": max(counts) / max(min(counts), 1),
+            "groups": {k: len(v) for k, v in g.items()}, "shot_rule": cfg.TEST.SHOT_RULE,
+            "val_images": sizes["val"], "test_images": sizes["test"]}
+
+
+# ---------------------------------------------------------------- running
+def read_json_file(path):
+    import json
+
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_one(cfg, reuse):
+    """Train + evaluate one config; returns the run record (metrics, selection, per-class, wall time)."""
+    run_dir = os.path.join(cfg.OUTPUT_DIR, cfg.NAME)
+    done = os.path.join(run_dir, "benchmark_run.json")
+    if reuse and os.path.isfile(done) and os.path.isfile(os.path.join(run_dir, "per_class.json")):
+        rec = read_json_file(done)
+        if rec.get("config") == cfg.dump():
+            rec["reused"] = True
+            return rec
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)  # a fresh run folder: no stale best_model.pth from an earlier benchmark
+    t0 = time.perf_counter()
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # the run's log file has it all
+        results = train(cfg)
+    wall = time.perf_counter() - t0
+    rows = read_json_file(os.path.join(run_dir, "per_class.json"))
+    rec = {"seed": cfg.SEED, "wall_s": wall, "run_dir": run_dir, "config": cfg.dump(),
+           "split": results.get("split"), "checkpoint_selection": results.get("checkpoint_selection"),
+           "checkpoint_epoch": results.get("checkpoint_epoch"), "epochs": cfg.TRAIN.MAX_EPOCH,
+           "per_class": [{"name": r["name"], "train_count": r["train_count"], "group": r["group"],
+                          "accuracy": r["accuracy"]} for r in rows]}
+    rec.update({k: results.get(k) for k in METRICS})
+    write_json(done, rec, indent=1)
+    return rec
+
+
+def mean_std(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None, None
+    m = sum(v) / len(v)
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else None
+    return m, sd
+
+
+def summarize(plan, runs, baseline):
+    """Per config: mean/std of each metric over seeds, per-class means, selection, wall time."""
+    rows = []
+    for stem, e in plan.entries.items():
+        rs = runs.get(stem, [])
+        row = {"config": stem, "path": e["path"], "name": e["cfg"].NAME, "method": e["cfg"].METHOD,
+               "recipe": recipe(e["cfg"], e["depends"]), "depends_on": e["depends"], "added_as_dependency": e["added"],
+               "epochs": e["epochs"], "total_epochs": plan.total_epochs(stem), "batch": e["cfg"].TRAIN.BATCH_SIZE,
+               "scaled_keys": e["scaled"], "seeds": [r["seed"] for r in rs], "runs": rs}
+        for k in METRICS:
+            row[k], row[k + "_std"] = mean_std([r[k] for r in rs])
+        row["wall_s"] = mean_std([r["wall_s"] for r in rs])[0]
+        if e["depends"] and runs.get(e["depends"]):
+            row["wall_s_with_stage_one"] = (row["wall_s"] or 0) + mean_std([r["wall_s"] for r in runs[e["depends"]]])[0]
+        names = [c["name"] for c in rs[0]["per_class"]] if rs else []
+        row["per_class"] = {n: mean_std([next(c["accuracy"] for c in r["per_class"] if c["name"] == n)
+                                         for r in rs])[0] for n in names}
+        row["train_counts"] = {c["name"]: c["train_count"] for c in rs[0]["per_class"]} if rs else {}
+        row["selection"] = sorted({r["checkpoint_selection"] for r in rs})
+        rows.append(row)
+    base = next((r for r in rows if r["config"] == baseline and r["runs"]), None)
+    for r in rows:
+        for k in ("top1", "few"):
+            r[f"delta_{k}"] = (r[k] - base[k]) if base and r[k] is not None and base[k] is not None else None
+    return rows
+
+
+# ---------------------------------------------------------------- outputs
+def fmt_ms(m, sd):
+    if m is None:
+        return "n/a"
+    return f"{m:.2f} ± {sd:.2f}" if sd is not None else f"{m:.2f}"
+
+
+def fmt_time(s):
+    if s is None:
+        return "–"
+    return f"{int(s // 60)}m{int(round(s % 60)):02d}s"
+
+
+def short_selection(run):
+    sel = run.get("checkpoint_selection") or ""
+    return f"val, ep {run['checkpoint_epoch']}" if sel.startswith("best") else "last"
+
+
+def to_markdown(report):
+    d, rows = report["data"], report["rows"]
+    g = d["groups"]
+    lines = [f"### Accuracy on Fashion-MNIST-LT IF {format_imb_factor(round(d['imb_factor'], 2))} "
+             f"({report['mode']})", "",
+             machine_line(report["machine"]),
+             f"Data: `{d['train_json']}`: {d['train_images']:,} training images, {d['num_classes']} classes "
+             f"({g['many']} many / {g['medium']} medium / {g['few']} few, {d['shot_rule']} rule: many > 100, "
+             f"few < 20 training images), val {d['val_images']:,}, test {d['test_images']:,} images. "
+             f"Seeds {', '.join(map(str, report['seeds']))}; {report['budget']}.",
+             "Numbers are **test-split** accuracies (%), mean ± sample std over seeds; each run is evaluated with "
+             "the checkpoint of its best top-1 on the **val split** (\"val, ep e\") or its last epoch (\"last\"). "
+             f"Δ = difference to `{report['baseline']}`.", "",
+             "| config | recipe | epochs | top-1 | many | medium | few | Δ top-1 | Δ few | checkpoint | wall / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["runs"]:
+            continue
+        ep = f"{r['total_epochs'] - r['epochs']}+{r['epochs']}" if r["depends_on"] else str(r["epochs"])
+        wall = fmt_time(r["wall_s"])
+        if r.get("wall_s_with_stage_one"):
+            wall += f" ({fmt_time(r['wall_s_with_stage_one'])} with stage one)"
+        delta = [f"{r[k]:+.2f}" if r[k] is not None else "–" for k in ("delta_top1", "delta_few")]
+        lines.append(f"| {r['config']} | {r['recipe']} | {ep} | " + " | ".join(
+            fmt_ms(r[k], r[k + "_std"]) for k in METRICS) + f" | {delta[0]} | {delta[1]} | "
+            + ", ".join(short_selection(x) for x in r["runs"]) + f" | {wall} |")
+    if report["failures"]:
+        lines += ["", "Failed or skipped:"]
+        lines += [f"- {f['config']}" + (f" (seed {f['seed']})" if f.get("seed") is not None else "")
+                  + f": {f['error']}" for f in report["failures"]]
+    lines += ["", f"Per-class accuracy of every method: `{os.path.basename(report['plot'])}`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report, path):
+    rows = [r for r in report["rows"] if r["runs"]]
+    if not rows:
+        return
+    counts = rows[0]["train_counts"]
+    names = sorted(counts, key=lambda n: -counts[n])
+    x = list(range(len(names)))
+    fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(names) + 5), 4.8))
+    ax2 = ax.twinx()
+    ax2.bar(x, [counts[n] for n in names], color="#cccccc", width=0.8, zorder=0, label="training images")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("training images per class (log, grey bars)")
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+    markers = "os^vD<>ph*"
+    for i, r in enumerate(rows):
+        ax.plot(x, [r["per_class"].get(n) for n in names], marker=markers[i % len(markers)], ms=4, lw=1.3,
+                color=cmap(i % cmap.N), label=f"{r['config']} ({r['top1']:.1f})")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("test accuracy per class (%)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("classes sorted by training count")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.12, 0.5), title="config (top-1)", title_fontsize=7)
+    d = report["data"]
+    ax.set_title(f"Fashion-MNIST-LT IF {format_imb_factor(round(d['imb_factor'], 2))}, {report['mode']}: "
+                 "per-class test accuracy (mean over seeds)", fontsize=9)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(report, stem):
+    report["plot"] = stem + ".png"
+    write_json(stem + ".json", report, indent=1)
+    write_text(stem + ".md", to_markdown(report))
+    plot(report, stem + ".png")
+
+
+# ---------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help=f"one seed, schedules scaled by {QUICK_SCALE} (< 15 min on a 2-core CPU)")
+    p.add_argument("--configs", nargs="+", default=None, help=f"config files (default: {CONFIG_GLOB})")
+    p.add_argument("--imb-factor", type=float, default=None,
+                   help="run on Fashion-MNIST-LT at this IF (10, 50, 100; built if missing); default: the configs' data")
+    p.add_argument("--data-root", default=DATA_ROOT, help=f"where --imb-factor datasets live (default {DATA_ROOT})")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 42 43 44 (quick: 42)")
+    p.add_argument("--epochs", type=int, default=None, help="set every config's MAX_EPOCH, schedule scaled with it")
+    p.add_argument("--epoch-scale", type=float, default=None, help="multiply every schedule (default 1; quick 0.5)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--baseline", default="ce_res32", help="config the Δ columns compare with (default ce_res32)")
+    p.add_argument("--out", default="benchmarks/results", help="folder for accuracy_if<IF>[_quick].md/.json/.png")
+    p.add_argument("--output-dir", default="output/benchmarks", help="OUTPUT_DIR root of the training runs")
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs with an identical config")
+    p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every config")
+    args = p.parse_args(argv)
+    if args.epoch_scale is None:
+        args.epoch_scale = QUICK_SCALE if args.quick else 1.0
+    if args.seeds is None:
+        args.seeds = list(FULL_SEEDS[:1] if args.quick else FULL_SEEDS)
+    if args.epoch_scale <= 0 or (args.epochs is not None and args.epochs < 1):
+        p.error("--epoch-scale must be > 0 and --epochs >= 1")
+    return args
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    paths = args.configs or sorted(glob.glob(CONFIG_GLOB))
+    if not paths:
+        raise UserError(f"no configs: none match {CONFIG_GLOB} (run from the repository root) and no --configs")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise UserError(f"--configs: config file not found: {p}")
+    plan = Plan(paths, args)
+    if not plan.entries:
+        raise UserError("no config could be built: " + "; ".join(f"{k}: {v}" for k, v in plan.errors.items()))
+    trains = {e["cfg"].DATASET.TRAIN_JSON for e in plan.entries.values()}
+    if len(trains) > 1:
+        raise UserError(f"the configs train on different data ({', '.join(sorted(trains))}); pick one with "
+                        "--imb-factor or choose --configs")
+    first = next(iter(plan.entries.values()))["cfg"]
+    data = describe_data(first)
+    tag = f"if{format_imb_factor(round(data['imb_factor'], 2))}"
+    mode = "quick" if args.quick else "full"
+    budget = (f"every config's MAX_EPOCH set to {args.epochs} (schedule scaled with it)" if args.epochs else
+              "each config's own schedule" if args.epoch_scale == 1 else
+              f"each config's schedule scaled by {args.epoch_scale:g}")
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    report = {"machine": describe_machine(device), "mode": f"{mode} mode", "budget": budget, "seeds": args.seeds,
+              "epoch_scale": args.epoch_scale, "epochs_override": args.epochs, "baseline": args.baseline,
+              "split": "test", "model_selection": "best top-1 on the val split, else the last epoch",
+              "data": data, "rows": [], "failures": [{"config": k, "error": v} for k, v in plan.errors.items()]}
+    stem = os.path.join(args.out, f"accuracy_{tag}{'_quick' if args.quick else ''}")
+    os.makedirs(args.out, exist_ok=True)
+    out_root = os.path.abspath(os.path.join(args.output_dir, f"{tag}_{mode}"))
+
+    jobs = [(seed, s) for seed in args.seeds for s in plan.entries]
+    runs, failed = {}, set()
+    bar = tqdm(total=sum(plan.entries[s]["epochs"] for _, s in jobs), unit="epoch", dynamic_ncols=True,
+               desc="benchmark", file=sys.stderr)
+    for i, (seed, s) in enumerate(jobs, 1):
+        e = plan.entries[s]
+        bar.set_description(f"run {i}/{len(jobs)}: {s} seed {seed}")
+        dep = e["depends"]
+        if dep and (dep, seed) in failed:
+            report["failures"].append({"config": s, "seed": seed, "error": f"stage one {dep} failed"})
+            failed.add((s, seed))
+            bar.update(e["epochs"])
+            continue
+        try:
+            cfg = plan.run_cfg(s, seed, os.path.join(out_root, f"seed{seed}"))
+            rec = run_one(cfg, args.reuse)
+        except Exception as err:  # one broken config must not stop the others; it is reported
+            failed.add((s, seed))
+            msg = " ".join(f"{type(err).__name__}: {err}".split())
+            report["failures"].append({"config": s, "seed": seed, "error": msg})
+            tqdm.write(f"[{i}/{len(jobs)}] {s} seed {seed}: FAILED ({msg})", file=sys.stderr)
+        else:
+            runs.setdefault(s, []).append(rec)
+            tqdm.write(f"[{i}/{len(jobs)}] {s} seed {seed}: top-1 {rec['top1']:.2f} few {fmt_ms(rec['few'], None)} "
+                       f"({fmt_time(rec['wall_s'])}{', reused' if rec.get('reused') else ''})", file=sys.stderr)
+        bar.update(e["epochs"])
+        report["rows"] = summarize(plan, runs, args.baseline)
+        write_outputs(report, stem)
+    bar.close()
+    md = to_markdown(report)
+    print(md)
+    print(f"wrote {stem}.md, {stem}.json and {stem}.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()

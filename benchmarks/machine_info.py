@@ -1,0 +1,55 @@
+"""What a benchmark ran on: CPU model, cores, threads, GPU, library versions, date.
+
+Imported by the scripts next to it (`python benchmarks/<script>.py` puts this folder on sys.path).
+"""
+import os
+import platform
+import time
+
+import torch
+
+
+def cpu_model():
+    """The `model name` line of /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def describe_machine(device="cpu"):
+    """A dict stored with every result file (and printed above every table)."""
+    info = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def machine_line(info):
+    """One Markdown line: 'Machine: <cpu>, N cores (T torch threads)[, GPU]; torch X; date'."""
+    gpu = f", GPU {info['gpu']} (CUDA {info.get('cuda')})" if info.get("gpu") else ""
+    return (f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads){gpu}; "
+            f"torch {info['torch']}, Python {info['python']}; measured {info['date']}.")
+
+
+def stats(values):
+    """{"min", "median", "max", "n"} of a list of numbers (the median of an even count is the mean of the middle two)."""
+    v = sorted(float(x) for x in values)
+    if not v:
+        return {"min": None, "median": None, "max": None, "n": 0}
+    n = len(v)
+    med = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    return {"min": v[0], "median": med, "max": v[-1], "n": n}
