@@ -48,37 +48,8 @@ def tiny_lt(tmp_path_factory):
 def tiny_cfg(tiny_lt, tmp_path):
     """Write a tiny CE config for tiny_lt into tmp_path; returns its path."""
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(f"""
-NAME: tiny
-OUTPUT_DIR: {tmp_path / 'out'}
-METHOD: ce
-INPUT_SIZE: (28, 28)
-SAVE_STEP: 1
-SHOW_STEP: 0
-DATASET:
-  TRAIN_JSON: {tiny_lt['train']}
-  VALID_JSON: {tiny_lt['val']}
-  TEST_JSON: {tiny_lt['test']}
-BACKBONE:
-  TYPE: res32_cifar
-TRAIN:
-  BATCH_SIZE: 32
-  MAX_EPOCH: 2
-  NUM_WORKERS: 0
-  OPTIMIZER:
-    BASE_LR: 0.05
-    WEIGHT_DECAY: 5e-4
-  LR_SCHEDULER:
-    TYPE: multistep
-    LR_STEP: [2]
-TEST:
-  BATCH_SIZE: 100
-  NUM_WORKERS: 0
-TRANSFORMS:
-  TRAIN_TRANSFORMS: ("random_crop", "random_horizontal_flip")
-  TEST_TRANSFORMS: ()
-  NORMALIZE: fashion_mnist
-""")
+    template = open(os.path.join(ROOT, "tests", "tiny_template.yaml")).read()
+    cfg.write_text(template.format(out=tmp_path / "out", train=tiny_lt["train"], val=tiny_lt["val"], test=tiny_lt["test"]))
     return cfg
 
 

@@ -81,10 +81,31 @@ def load_annotations(path, root="", check_images=True):
         p = resolve_path(a["fpath"], root, path)
         entries.append({**a, "path": p, "label": a["category_id"]})
     if check_images:
-        for i, e in enumerate(entries):
-            if not os.path.isfile(e["path"]):
-                raise UserError(f"{path}: annotation {i}: image not found: {e['path']}")
+        check_image_files(entries, path)
     return entries, C
+
+
+def check_image_files(entries, source):
+    """Every image exists and has a readable header (Pillow reads the header only, no pixels)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def probe(i):
+        p = entries[i]["path"]
+        if not os.path.isfile(p):
+            return f"{source}: annotation {i}: image not found: {p}"
+        try:
+            with Image.open(p):
+                pass
+        except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
+            return f"{source}: annotation {i}: cannot read image {p} ({type(e).__name__})"
+        return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for problem in pool.map(probe, range(len(entries)), chunksize=256):
+            if problem:
+                raise UserError(problem)
 
 
 def class_counts(labels, num_classes):

@@ -15,7 +15,11 @@ def exit_on_user_error(main):
         try:
             return main(*args, **kwargs)
         except UserError as e:
-            msg = " ".join(str(e).split())  # guarantee a single line
+            text = str(e)
+            if "Original Traceback" in text:  # raised inside a DataLoader worker: keep the original message
+                last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+                text = last.split("UserError: ", 1)[-1]
+            msg = " ".join(text.split())  # guarantee a single line
             print(f"error: {msg}", file=sys.stderr)
             sys.exit(2)
 
