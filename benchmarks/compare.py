@@ -16,9 +16,10 @@ config lands) for each seed with `lib.engine.trainer.train`, in-process, and wri
 Outputs are rewritten after every finished run, so an interrupted benchmark leaves the runs so far.
 
 Budget. Full mode keeps every config's own schedule (`--epoch-scale 1`, seeds 42 43 44). --quick runs
-one seed with the schedule scaled by 0.5 (TRAIN.MAX_EPOCH, LR_SCHEDULER.LR_STEP / WARM_EPOCH /
-COSINE_DECAY_END, TWO_STAGE.START_EPOCH and every other integer key named *EPOCH*, e.g. a method's own
-switch epochs, are multiplied and rounded; the JSON lists what was scaled). --epochs N sets every
+one seed with the schedule scaled by 0.5: TRAIN.MAX_EPOCH, the LR schedule keys its TYPE uses (LR_STEP,
+COSINE_DECAY_END), TWO_STAGE.START_EPOCH under DRW/DRS, and every other positive integer key named
+*EPOCH* (a method's own switch epochs) are multiplied and rounded half up, at least 1; LR warm-up
+(WARM_EPOCH) keeps its length. The JSON lists what was scaled. --epochs N sets every
 config's MAX_EPOCH to N and scales the rest by N / its own MAX_EPOCH.
 
 Two-stage configs (NETWORK.PRETRAINED True, e.g. Weight Balancing stage two) run after the config whose
@@ -30,6 +31,7 @@ points every config at it; without it the configs' own JSONs are used (they must
 import argparse
 import contextlib
 import glob
+import json
 import math
 import os
 import re
@@ -42,12 +44,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from lib.config import build_config  # noqa: E402
 from lib.data.annotations import class_counts, load_annotations  # noqa: E402
 from lib.data.longtail import format_imb_factor  # noqa: E402
+from lib.engine.preemption import Preempted  # noqa: E402
 from lib.engine.trainer import train  # noqa: E402
 from lib.evaluation.groups import shot_groups  # noqa: E402
 from lib.utils.atomic import atomic_open, write_json, write_text  # noqa: E402
@@ -61,7 +65,6 @@ FULL_SEEDS = (42, 43, 44)
 QUICK_SCALE = 0.5
 METRICS = ("top1", "many", "medium", "few")
 EPOCH_KEY = re.compile(r"(^|_)EPOCHS?($|_)")
-UNSCALED = {"TRAIN.MAX_EPOCH"}
 
 
 # ---------------------------------------------------------------- planning
@@ -88,13 +91,18 @@ def schedule_overrides(cfg, factor):
 
     out = {"TRAIN.MAX_EPOCH": s(cfg.TRAIN.MAX_EPOCH)}
     sch = cfg.TRAIN.LR_SCHEDULER
-    if list(sch.LR_STEP):
+    # WARM_EPOCH is not scaled: warm-up protects the first updates of a fresh network whatever the budget
+    # (halving W = 2 would remove it: the factor applies to epochs e < W)
+    if sch.TYPE in ("multistep", "warmup"):
         out["TRAIN.LR_SCHEDULER.LR_STEP"] = [s(m) for m in sch.LR_STEP]
-    if sch.COSINE_DECAY_END:
+    if sch.TYPE == "cosine" and sch.COSINE_DECAY_END:
         out["TRAIN.LR_SCHEDULER.COSINE_DECAY_END"] = s(sch.COSINE_DECAY_END)
-    for key, v in _walk(cfg):
+    if cfg.TRAIN.TWO_STAGE.DRW or cfg.TRAIN.TWO_STAGE.DRS:
+        out["TRAIN.TWO_STAGE.START_EPOCH"] = s(cfg.TRAIN.TWO_STAGE.START_EPOCH)
+    skip = {"TRAIN.LR_SCHEDULER.WARM_EPOCH", "TRAIN.TWO_STAGE.START_EPOCH"}  # decided above
+    for key, v in _walk(cfg):  # a method's own switch epochs (e.g. ACE's TRAIN.UNMIX_EPOCH)
         name = key.rsplit(".", 1)[-1]
-        if key in UNSCALED or key in out or not EPOCH_KEY.search(name):
+        if key in out or key in skip or not EPOCH_KEY.search(name):
             continue
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             out[key] = s(v)
@@ -211,28 +219,35 @@ def ensure_dataset(imb_factor, data_root):
     return paths
 
 
-def recipe(cfg, depends=None):
-    """A short description of what a config changes, e.g. 'ce, CrossEntropy, balance sampler, DRW@9, wd 2e-4'."""
+def fmt_num(x):
+    """2e-4 for 0.0002, 0.1 for 0.1."""
+    return f"{x:.0e}".replace("e-0", "e-") if 0 < abs(x) < 1e-2 else f"{x:g}"
+
+
+def recipe(cfg, depends=None, batch=None):
+    """What a config does, e.g. 'ce, LDAMLoss, FCNorm head, DRW@8, res32_cifar, wd 2e-4'."""
     t = cfg.TRAIN
     parts = [cfg.METHOD, cfg.LOSS.LOSS_TYPE]
+    if cfg.CLASSIFIER.TYPE != "FC":
+        parts.append(f"{cfg.CLASSIFIER.TYPE} head")
     if t.SAMPLER.TYPE != "default":
-        parts.append(f"{t.SAMPLER.TYPE} sampler ({t.SAMPLER.WEIGHTED_SAMPLER.TYPE})")
+        parts.append(f"{t.SAMPLER.WEIGHTED_SAMPLER.TYPE} sampling")
     for k in ("DRW", "DRS"):
         if t.TWO_STAGE[k]:
             parts.append(f"{k}@{t.TWO_STAGE.START_EPOCH}")
     if t.COMBINER.TYPE != "default":
         parts.append(t.COMBINER.TYPE)
-    if cfg.CLASSIFIER.TYPE != "FC":
-        parts.append(f"{cfg.CLASSIFIER.TYPE} head")
     if depends:
         parts.append(f"on {depends}")
     if cfg.BACKBONE.FREEZE:
         parts.append("frozen backbone")
     if cfg.CLASSIFIER.REINIT:
         parts.append("new classifier")
-    parts.append(f"{cfg.BACKBONE.TYPE}, wd {t.OPTIMIZER.WEIGHT_DECAY:g}")
+    parts.append(f"{cfg.BACKBONE.TYPE}, wd {fmt_num(t.OPTIMIZER.WEIGHT_DECAY)}")
+    if batch is not None and t.BATCH_SIZE != batch:
+        parts.append(f"batch {t.BATCH_SIZE}")
     if cfg.TEST.LOGIT_ADJUST.TAU:
-        parts.append(f"logit adj. τ={cfg.TEST.LOGIT_ADJUST.TAU:g}")
+        parts.append(f"logit adj. tau {cfg.TEST.LOGIT_ADJUST.TAU:g}")
     if cfg.TEST.FLIP_TTA:
         parts.append("flip TTA")
     return ", ".join(parts)
@@ -254,8 +269,6 @@ def describe_data(cfg):
 
 # ---------------------------------------------------------------- running
 def read_json_file(path):
-    import json
-
     with open(path) as f:
         return json.load(f)
 
@@ -276,7 +289,7 @@ def run_one(cfg, reuse):
         results = train(cfg)
     wall = time.perf_counter() - t0
     rows = read_json_file(os.path.join(run_dir, "per_class.json"))
-    rec = {"seed": cfg.SEED, "wall_s": wall, "run_dir": run_dir, "config": cfg.dump(),
+    rec = {"seed": cfg.SEED, "wall_s": wall, "run_dir": os.path.relpath(run_dir), "config": cfg.dump(),
            "split": results.get("split"), "checkpoint_selection": results.get("checkpoint_selection"),
            "checkpoint_epoch": results.get("checkpoint_epoch"), "epochs": cfg.TRAIN.MAX_EPOCH,
            "per_class": [{"name": r["name"], "train_count": r["train_count"], "group": r["group"],
@@ -298,17 +311,21 @@ def mean_std(values):
 def summarize(plan, runs, baseline):
     """Per config: mean/std of each metric over seeds, per-class means, selection, wall time."""
     rows = []
+    ref = plan.entries.get(baseline) or next(iter(plan.entries.values()))
     for stem, e in plan.entries.items():
         rs = runs.get(stem, [])
         row = {"config": stem, "path": e["path"], "name": e["cfg"].NAME, "method": e["cfg"].METHOD,
-               "recipe": recipe(e["cfg"], e["depends"]), "depends_on": e["depends"], "added_as_dependency": e["added"],
+               "recipe": recipe(e["cfg"], e["depends"], ref["cfg"].TRAIN.BATCH_SIZE), "depends_on": e["depends"],
+               "added_as_dependency": e["added"],
                "epochs": e["epochs"], "total_epochs": plan.total_epochs(stem), "batch": e["cfg"].TRAIN.BATCH_SIZE,
-               "scaled_keys": e["scaled"], "seeds": [r["seed"] for r in rs], "runs": rs}
+               "scaled_keys": e["scaled"], "seeds": [r["seed"] for r in rs],
+               "runs": [{k: v for k, v in r.items() if k != "config"} for r in rs]}  # the dump stays in run_dir
         for k in METRICS:
             row[k], row[k + "_std"] = mean_std([r[k] for r in rs])
         row["wall_s"] = mean_std([r["wall_s"] for r in rs])[0]
         if e["depends"] and runs.get(e["depends"]):
-            row["wall_s_with_stage_one"] = (row["wall_s"] or 0) + mean_std([r["wall_s"] for r in runs[e["depends"]]])[0]
+            one = mean_std([r["wall_s"] for r in runs[e["depends"]]])[0]
+            row["wall_s_with_stage_one"] = (row["wall_s"] or 0) + one
         names = [c["name"] for c in rs[0]["per_class"]] if rs else []
         row["per_class"] = {n: mean_std([next(c["accuracy"] for c in r["per_class"] if c["name"] == n)
                                          for r in rs])[0] for n in names}
@@ -335,27 +352,36 @@ def fmt_time(s):
     return f"{int(s // 60)}m{int(round(s % 60)):02d}s"
 
 
-def short_selection(run):
-    sel = run.get("checkpoint_selection") or ""
-    return f"val, ep {run['checkpoint_epoch']}" if sel.startswith("best") else "last"
+def selection_cell(runs):
+    """'val, ep 6' / 'val, ep 5, 6, 6' (best val top-1 at those epochs, one per seed) / 'last' / a mix."""
+    val = [str(r["checkpoint_epoch"]) for r in runs if (r.get("checkpoint_selection") or "").startswith("best")]
+    n_last = len(runs) - len(val)
+    parts = ([f"val, ep {', '.join(val)}"] if val else []) + ([f"last{f' x{n_last}' if n_last > 1 else ''}"]
+                                                              if n_last else [])
+    return "; ".join(parts)
 
 
 def to_markdown(report):
     d, rows = report["data"], report["rows"]
     g = d["groups"]
+    n_runs = sum(len(r["runs"]) for r in rows)
     lines = [f"### Accuracy on Fashion-MNIST-LT IF {format_imb_factor(round(d['imb_factor'], 2))} "
              f"({report['mode']})", "",
              machine_line(report["machine"]),
              f"Data: `{d['train_json']}`: {d['train_images']:,} training images, {d['num_classes']} classes "
              f"({g['many']} many / {g['medium']} medium / {g['few']} few, {d['shot_rule']} rule: many > 100, "
              f"few < 20 training images), val {d['val_images']:,}, test {d['test_images']:,} images. "
-             f"Seeds {', '.join(map(str, report['seeds']))}; {report['budget']}.",
-             "Numbers are **test-split** accuracies (%), mean ± sample std over seeds; each run is evaluated with "
+             f"Seeds {', '.join(map(str, report['seeds']))}; {report['budget']}; "
+             f"{n_runs} run{'s' if n_runs != 1 else ''} in {fmt_time(report.get('total_wall_s'))} "
+             f"(1-min load average at start / end: {' / '.join(map(str, report['machine'].get('load_average_1min', [])))}).",
+             "Numbers are **test-split** accuracies (%), "
+             + ("mean ± sample std over seeds" if len(report["seeds"]) > 1 else "one seed (no std)")
+             + "; each run is evaluated with "
              "the checkpoint of its best top-1 on the **val split** (\"val, ep e\") or its last epoch (\"last\"). "
              f"Δ = difference to `{report['baseline']}`.", "",
              "| config | recipe | epochs | top-1 | many | medium | few | Δ top-1 | Δ few | checkpoint | wall / run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["config"] != report["baseline"]):  # the baseline first
         if not r["runs"]:
             continue
         ep = f"{r['total_epochs'] - r['epochs']}+{r['epochs']}" if r["depends_on"] else str(r["epochs"])
@@ -365,7 +391,7 @@ def to_markdown(report):
         delta = [f"{r[k]:+.2f}" if r[k] is not None else "–" for k in ("delta_top1", "delta_few")]
         lines.append(f"| {r['config']} | {r['recipe']} | {ep} | " + " | ".join(
             fmt_ms(r[k], r[k + "_std"]) for k in METRICS) + f" | {delta[0]} | {delta[1]} | "
-            + ", ".join(short_selection(x) for x in r["runs"]) + f" | {wall} |")
+            + selection_cell(r["runs"]) + f" | {wall} |")
     if report["failures"]:
         lines += ["", "Failed or skipped:"]
         lines += [f"- {f['config']}" + (f" (seed {f['seed']})" if f.get("seed") is not None else "")
@@ -385,6 +411,7 @@ def plot(report, path):
     ax2 = ax.twinx()
     ax2.bar(x, [counts[n] for n in names], color="#cccccc", width=0.8, zorder=0, label="training images")
     ax2.set_yscale("log")
+    ax2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax2.set_ylabel("training images per class (log, grey bars)")
     ax.set_zorder(ax2.get_zorder() + 1)
     ax.patch.set_visible(False)
@@ -422,12 +449,14 @@ def parse_args(argv=None):
                    help=f"one seed, schedules scaled by {QUICK_SCALE} (< 15 min on a 2-core CPU)")
     p.add_argument("--configs", nargs="+", default=None, help=f"config files (default: {CONFIG_GLOB})")
     p.add_argument("--imb-factor", type=float, default=None,
-                   help="run on Fashion-MNIST-LT at this IF (10, 50, 100; built if missing); default: the configs' data")
+                   help="Fashion-MNIST-LT at this IF (10, 50, 100; built if missing); default: the configs' data")
     p.add_argument("--data-root", default=DATA_ROOT, help=f"where --imb-factor datasets live (default {DATA_ROOT})")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 42 43 44 (quick: 42)")
     p.add_argument("--epochs", type=int, default=None, help="set every config's MAX_EPOCH, schedule scaled with it")
     p.add_argument("--epoch-scale", type=float, default=None, help="multiply every schedule (default 1; quick 0.5)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default: torch's, = cores); 1 avoids spinning threads on a busy CPU")
     p.add_argument("--baseline", default="ce_res32", help="config the Δ columns compare with (default ce_res32)")
     p.add_argument("--out", default="benchmarks/results", help="folder for accuracy_if<IF>[_quick].md/.json/.png")
     p.add_argument("--output-dir", default="output/benchmarks", help="OUTPUT_DIR root of the training runs")
@@ -446,6 +475,8 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     paths = args.configs or sorted(glob.glob(CONFIG_GLOB))
     if not paths:
         raise UserError(f"no configs: none match {CONFIG_GLOB} (run from the repository root) and no --configs")
@@ -476,6 +507,7 @@ def main(argv=None):
     out_root = os.path.abspath(os.path.join(args.output_dir, f"{tag}_{mode}"))
 
     jobs = [(seed, s) for seed in args.seeds for s in plan.entries]
+    load_before, t_start = round(os.getloadavg()[0], 2), time.perf_counter()
     runs, failed = {}, set()
     bar = tqdm(total=sum(plan.entries[s]["epochs"] for _, s in jobs), unit="epoch", dynamic_ncols=True,
                desc="benchmark", file=sys.stderr)
@@ -491,6 +523,14 @@ def main(argv=None):
         try:
             cfg = plan.run_cfg(s, seed, os.path.join(out_root, f"seed{seed}"))
             rec = run_one(cfg, args.reuse)
+        except Preempted as stop:  # SIGTERM / Ctrl-C: stop the whole benchmark, keep what is finished
+            report["failures"].append({"config": s, "seed": seed, "error": "interrupted (benchmark stopped)"})
+            report["rows"] = summarize(plan, runs, args.baseline)
+            write_outputs(report, stem)
+            bar.close()
+            print(f"benchmark stopped during {s} seed {seed}; finished runs are in {stem}.md "
+                  "(rerun with --reuse to skip them)", file=sys.stderr)
+            sys.exit(stop.exit_code)
         except Exception as err:  # one broken config must not stop the others; it is reported
             failed.add((s, seed))
             msg = " ".join(f"{type(err).__name__}: {err}".split())
@@ -502,6 +542,8 @@ def main(argv=None):
                        f"({fmt_time(rec['wall_s'])}{', reused' if rec.get('reused') else ''})", file=sys.stderr)
         bar.update(e["epochs"])
         report["rows"] = summarize(plan, runs, args.baseline)
+        report["machine"]["load_average_1min"] = [load_before, round(os.getloadavg()[0], 2)]
+        report["total_wall_s"] = time.perf_counter() - t_start
         write_outputs(report, stem)
     bar.close()
     md = to_markdown(report)

@@ -41,12 +41,13 @@ def describe_machine(device="cpu"):
 def machine_line(info):
     """One Markdown line: 'Machine: <cpu>, N cores (T torch threads)[, GPU]; torch X; date'."""
     gpu = f", GPU {info['gpu']} (CUDA {info.get('cuda')})" if info.get("gpu") else ""
-    return (f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads){gpu}; "
+    t = info["torch_threads"]
+    return (f"Machine: {info['cpu']}, {info['cores']} cores ({t} torch thread{'s' if t != 1 else ''}){gpu}; "
             f"torch {info['torch']}, Python {info['python']}; measured {info['date']}.")
 
 
 def stats(values):
-    """{"min", "median", "max", "n"} of a list of numbers (the median of an even count is the mean of the middle two)."""
+    """{"min", "median", "max", "n"} of numbers (the median of an even count: mean of the middle two)."""
     v = sorted(float(x) for x in values)
     if not v:
         return {"min": None, "median": None, "max": None, "n": 0}

@@ -3,13 +3,12 @@ exit code 2, and leaves an existing run folder untouched."""
 import hashlib
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PY, ROOT, load_tool, run_cli
+from conftest import ROOT, run_cli
 from lib.config import build_config
 from lib.engine.trainer import train
 

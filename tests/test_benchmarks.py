@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -12,9 +13,12 @@ BENCH = os.path.join(ROOT, "benchmarks")
 
 @pytest.fixture
 def bench(monkeypatch):
-    """Import benchmarks/<name>.py as the scripts run (their folder first on sys.path, cwd = repo root)."""
+    """Import benchmarks/<name>.py as the scripts run (their folder first on sys.path, cwd = repo root).
+    One torch thread: on a loaded 2-core machine two spinning threads make tiny steps 5-10x slower."""
     monkeypatch.syspath_prepend(BENCH)
     monkeypatch.chdir(ROOT)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
 
     def load(name):
         spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
@@ -22,7 +26,8 @@ def bench(monkeypatch):
         spec.loader.exec_module(mod)
         return mod
 
-    return load
+    yield load
+    torch.set_num_threads(threads)
 
 
 def test_compare_writes_table_json_and_plot_for_a_one_epoch_run(bench, tiny_cfg, tmp_path):
@@ -68,7 +73,7 @@ def test_throughput_smoke_writes_ratios_with_expected_keys(bench, tiny_cfg, tmp_
     r = throughput.main(["--smoke", "--workers", "0", "--configs", str(tiny_cfg), "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "throughput_cpu_smoke.json").read_text())
     assert saved == json.loads(json.dumps(r))
-    assert set(saved["framework_vs_bare"]) == {"fp32", "bf16_channels_last"}
+    assert set(saved["framework_vs_bare"]) == {"fp32", "fp32_channels_last", "bf16_channels_last"}
     for v in saved["framework_vs_bare"].values():
         assert set(v["ratio"]) == {"min", "median", "max", "n"} and v["ratio"]["n"] == 2
         assert v["ratio"]["min"] > 0
@@ -77,3 +82,45 @@ def test_throughput_smoke_writes_ratios_with_expected_keys(bench, tiny_cfg, tmp_
     assert set(saved["targets"]) == {"framework_step_ratio", "data_pipeline_ratio"}
     assert {"cpu", "cores", "torch", "date"} <= set(saved["machine"])
     assert "(a) Framework training step" in (tmp_path / "throughput_cpu_smoke.md").read_text()
+
+
+def test_update_readme_replaces_only_the_text_between_the_markers(bench, tmp_path):
+    update = bench("update_readme")
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "accuracy_if100_quick.md").write_text("### Accuracy A\n\nPer-class accuracy of every method: `x.png`.\n")
+    (res / "accuracy_if100_quick.png").write_bytes(b"png")
+    (res / "throughput_cpu.md").write_text("### Throughput T\n")
+    (res / "throughput_cpu_smoke.md").write_text("### SMOKE\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# X\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\ntail\n")
+    assert update.main(["--readme", str(readme), "--results", str(res), "--check"]) == 1
+    assert update.main(["--readme", str(readme), "--results", str(res)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# X\n\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\n\ntail\n")
+    assert "old" not in text and "SMOKE" not in text and "Per-class accuracy of every method" not in text
+    assert text.index("Accuracy A") < text.index("Throughput T")
+    assert "](results/accuracy_if100_quick.png)" in text
+    assert update.main(["--readme", str(readme), "--results", str(res), "--check"]) == 0
+
+
+def test_stage_two_config_runs_after_its_stage_one_in_the_same_output_dir(bench, tiny_cfg, tmp_path):
+    compare = bench("compare")
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    base = tiny_cfg.read_text()
+    (folder / "one.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_one"))
+    two = base.replace("NAME: tiny", "NAME: stage_two\nNETWORK:\n  PRETRAINED: True\n"
+                       "  PRETRAINED_MODEL: stage_one/models/best_model.pth")
+    (folder / "two.yaml").write_text(two)
+    args = compare.parse_args(["--configs", str(folder / "two.yaml"), "--quick"])
+    plan = compare.Plan(args.configs, args)
+    assert list(plan.entries) == ["one", "two"] and plan.errors == {}  # stage one added, and first
+    assert plan.entries["one"]["added"] and plan.entries["two"]["depends"] == "one"
+    cfg = plan.run_cfg("two", 5, str(tmp_path / "runs"))
+    assert cfg.NETWORK.PRETRAINED_MODEL == str(tmp_path / "runs" / "stage_one" / "models" / "best_model.pth")
+    assert cfg.SEED == 5 and cfg.OUTPUT_DIR == str(tmp_path / "runs") and cfg.TRAIN.MAX_EPOCH == 1
+    assert plan.total_epochs("two") == 2
+    (folder / "two.yaml").write_text(two.replace("stage_one/", "missing/"))
+    plan = compare.Plan([str(folder / "two.yaml")], args)
+    assert "two" not in plan.entries and "missing" in plan.errors["two"]

@@ -1,7 +1,6 @@
 """Long-tailed dataset builders: seeded selection (specs/datasets.md §2.1/§2.2), val-from-leftover,
 tools/make_cifar_lt.py and tools/build_fashion_mnist_lt.py on fixtures in the real file formats."""
 import gzip
-import importlib.util
 import io
 import json
 import os
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import load_tool
 from lib.data.annotations import class_counts, load_annotations
 from lib.data.image_folder_writer import encode_png
 from lib.data.longtail import (exponential_counts, format_imb_factor, select_long_tail,
@@ -26,15 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-cifar_tool = _load_tool("make_cifar_lt")
-fmnist_tool = _load_tool("build_fashion_mnist_lt")
+cifar_tool = load_tool("make_cifar_lt")
+fmnist_tool = load_tool("build_fashion_mnist_lt")
 
 
 # ---------------------------------------------------------------- fixtures in the real file formats

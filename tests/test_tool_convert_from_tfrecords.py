@@ -1,5 +1,4 @@
 """tools/convert_from_tfrecords.py on tiny TFRecord fixtures in Cui et al.'s layout (specs/datasets.md §2.3)."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,20 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import load_tool
 from lib.data.annotations import read_json, validate_annotations
 
 REPO = Path(__file__).resolve().parents[1]
 SUBDIR, PREFIX = "cifar-10-data-im-0.01", "cifar10_imbalance100"
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-tool = _load_tool("convert_from_tfrecords")
+tool = load_tool("convert_from_tfrecords")
 
 
 def _write_records(path, images, labels):

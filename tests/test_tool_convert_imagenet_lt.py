@@ -1,5 +1,4 @@
 """tools/convert_imagenet_lt.py: ImageNet-LT / Places-LT split lists -> JSON (specs/datasets.md §4)."""
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -8,19 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import load_tool
 from lib.data.annotations import read_json, validate_annotations
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-tool = _load_tool("convert_imagenet_lt")
+tool = load_tool("convert_imagenet_lt")
 
 # split -> [(relative path, label, (width, height))]
 SPLITS = {

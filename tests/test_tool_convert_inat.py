@@ -1,25 +1,20 @@
 """tools/convert_inat.py: official iNat2018 COCO-like JSON -> annotation JSON (specs/datasets.md §4)."""
 import copy
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from conftest import load_tool
 from lib.data.annotations import read_json, validate_annotations
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-tool = _load_tool("convert_inat")
+tool = load_tool("convert_inat")
 
 OFFICIAL = {
     "info": {"year": 2018},

@@ -1,24 +1,19 @@
 """tools/dataset_stats.py: images, IF and many/medium/few of an annotation JSON (specs/datasets.md §5)."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from conftest import load_tool
 from lib.data.longtail import exponential_counts
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-tool = _load_tool("dataset_stats")
+tool = load_tool("dataset_stats")
 
 
 def _write_json(path, counts):

@@ -1,22 +1,18 @@
 """tools/replace_path.py: atomic in-place root rewrite of annotation fpaths (specs/datasets.md §3)."""
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from conftest import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-tool = _load_tool("replace_path")
+tool = load_tool("replace_path")
 OLD = "/media/ssd2/lijun/data/places365_standard"
 
 

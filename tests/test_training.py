@@ -9,7 +9,7 @@ import torch
 
 from lib.config import build_config
 from lib.engine.trainer import train
-from conftest import PY, ROOT, run_cli
+from conftest import PY, run_cli
 
 
 def run_dir(cfg):

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..utils.errors import UserError
 from ..utils.registry import Registry
 from .reduction import weighted_mean
 from .weights import inverse_frequency_weights
@@ -31,6 +32,13 @@ class Loss(nn.Module):
 
     def update(self, epoch):
         self.active = (not self.drw) or epoch > self.start_epoch
+
+    def require_all_classes(self, why):
+        """Losses built on log n_c or n_c^-q cannot handle a class without training images."""
+        empty = (self.counts == 0).nonzero().flatten().tolist()
+        if empty:
+            raise UserError(f"LOSS.LOSS_TYPE {type(self).__name__} needs {why}, but class {empty[0]} has no training "
+                            f"images ({len(empty)} empty class(es) in DATASET.TRAIN_JSON)")
 
     def forward(self, logits, target, features=None, sample_weight=None):
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """Balanced Softmax (Ren et al. NeurIPS'20; specs/bag_of_tricks.md §1, §4)."""
 from torch.nn import functional as F
 
+from ..utils.errors import UserError
 from .base import LOSSES, Loss
 from .reduction import batch_mean
 
@@ -8,11 +9,12 @@ from .reduction import batch_mean
 @LOSSES.register("BalancedSoftmaxCE")
 class BalancedSoftmaxCE(Loss):
     """CE(z + log n, y), mean over the batch (adding log n_c equals adding log π_c up to a constant).
-    Test time uses the raw logits. Under DRW: plain CE up to START_EPOCH. n_c = 0 is treated as 1."""
+    Test time uses the raw logits. Under DRW: plain CE up to START_EPOCH. A class with n_c = 0 is an error."""
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
-        self.register_buffer("log_counts", self.counts.clamp(min=1).log(), persistent=False)
+        self.require_all_classes("log n_c")
+        self.register_buffer("log_counts", self.counts.log(), persistent=False)
 
     def forward(self, logits, target, features=None, sample_weight=None):
         z = logits.float()

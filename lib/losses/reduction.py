@@ -27,10 +27,5 @@ def batch_mean(per_sample, sample_weight=None):
     return per_sample.mean()
 
 
-def as_float(logits):
-    """Losses are computed in float32 even under autocast."""
-    return logits.float()
-
-
 def one_hot(target, num_classes, dtype=torch.float32):
     return torch.nn.functional.one_hot(target, num_classes).to(dtype)

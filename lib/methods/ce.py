@@ -1,8 +1,9 @@
 """Plain cross-entropy and the classic re-balancing baselines on one network.
 
 The loss is chosen by LOSS.LOSS_TYPE (lib/losses), the sampler by TRAIN.SAMPLER (the data
-pipeline), batch mixing by TRAIN.COMBINER.TYPE (helpers in mixing.py). Stage two of decoupled training (cRT, WB) is
-this method with NETWORK.PRETRAINED_MODEL, BACKBONE.FREEZE and CLASSIFIER.REINIT.
+pipeline), batch mixing by TRAIN.COMBINER.TYPE (default, mix_up, remix, manifold_mix_up; helpers
+in mixing.py). Stage two of decoupled training (cRT, WB) is this method with
+NETWORK.PRETRAINED_MODEL, BACKBONE.FREEZE and CLASSIFIER.REINIT.
 """
 import torch
 

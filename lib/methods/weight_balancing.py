@@ -32,16 +32,16 @@ def maxnorm_delta(weight, thresh):
 
 @torch.no_grad()
 def maxnorm_project_(weight, delta):
-    """In place: w_c ← w_c·δ/‖w_c‖₂ for rows with ‖w_c‖₂ > δ; other rows untouched.
-    Returns the boolean mask (C,) of the rows that were projected.
+    """In place: w_c ← w_c·δ/‖w_c‖₂ for rows with ‖w_c‖₂ > δ; other rows untouched (multiplied by
+    exactly 1). `delta` is a float or a 0-d tensor; no host synchronisation. Returns the boolean mask
+    (C,) of the rows that were projected.
 
     A row within a relative RTOL of δ counts as on the sphere: rescaling leaves float rounding
     error, and such a row must not be re-projected (and counted) at every later step."""
-    norms = weight.norm(dim=1)
+    norms = weight.norm(dim=1, keepdim=True)
     over = norms > delta * (1 + RTOL)
-    if over.any():
-        weight[over] *= (delta / norms[over]).unsqueeze(1).to(weight.dtype)
-    return over
+    weight.mul_(torch.where(over, delta / norms.clamp_min(1e-12), torch.ones_like(norms)).to(weight.dtype))
+    return over.squeeze(1)
 
 
 @METHODS.register("wb")
@@ -65,8 +65,11 @@ class WeightBalancingMethod(CrossEntropyMethod):
         self.pgd_every = wb.PGD_EVERY
         # δ; NaN until computed (from the loaded stage-one head, or from the head at the first projection)
         self.register_buffer("maxnorm_delta", torch.tensor(float("nan")))
-        self._projections = 0  # row projections this epoch (a row projected at k steps counts k times)
-        self._rows = torch.zeros(self.num_classes, dtype=torch.bool)  # rows projected at least once
+        self._delta_checked = False
+        # per-epoch counters, kept on the head's device (read once per epoch): row projections (a row
+        # projected at k steps counts k times) and the rows projected at least once
+        self._projections = torch.zeros((), dtype=torch.long)
+        self._rows = torch.zeros(self.num_classes, dtype=torch.bool)
 
     @property
     def pretrained_may_lack(self):
@@ -87,14 +90,17 @@ class WeightBalancingMethod(CrossEntropyMethod):
         super().after_pretrained_loaded()
 
     def project(self):
-        """Apply the MaxNorm projection now; returns the number of rows projected."""
-        if torch.isnan(self.maxnorm_delta):
-            self.set_delta_from_classifier()
-        over = maxnorm_project_(self._weight(), float(self.maxnorm_delta))
-        n = int(over.sum())
-        self._projections += n
-        self._rows |= over.cpu()
-        return n
+        """Apply the MaxNorm projection now; returns the mask (C,) of the rows projected."""
+        if not self._delta_checked:  # δ is NaN only without a stage-one model: take it from the head now
+            if torch.isnan(self.maxnorm_delta):
+                self.set_delta_from_classifier()
+            self._delta_checked = True
+        over = maxnorm_project_(self._weight(), self.maxnorm_delta)
+        if self._rows.device != over.device:
+            self._projections, self._rows = self._projections.to(over.device), self._rows.to(over.device)
+        self._projections += over.sum()
+        self._rows |= over
+        return over
 
     def after_optimizer_step(self):
         super().after_optimizer_step()
@@ -103,7 +109,7 @@ class WeightBalancingMethod(CrossEntropyMethod):
 
     def on_epoch_start(self, epoch):
         super().on_epoch_start(epoch)
-        self._projections = 0
+        self._projections.zero_()
         self._rows.zero_()
 
     def on_epoch_end(self, epoch):
@@ -116,7 +122,7 @@ class WeightBalancingMethod(CrossEntropyMethod):
         logs.update({
             "maxnorm_delta": float(self.maxnorm_delta),
             "maxnorm_rows_projected": int(self._rows.sum()),  # distinct classes projected this epoch
-            "maxnorm_projections": self._projections,  # row projections summed over the epoch's steps
+            "maxnorm_projections": int(self._projections),  # row projections summed over the epoch's steps
             "classifier_norm_max": float(norms.max()),
             "classifier_norm_min": float(norms.min()),
         })
