@@ -12,6 +12,8 @@ CONFIG=$1
 IDS=$2
 shift 2
 cd "$(dirname "$0")"
+# this checkout's lib/ wins over any other installed copy
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$IDS" = "cpu" ]; then
   exec python main/train.py --cfg "$CONFIG" "$@" DEVICE cpu
 fi

@@ -14,6 +14,8 @@ NUM=$2
 IDS=$3
 shift 3
 cd "$(dirname "$0")"
+# this checkout's lib/ wins over any other installed copy
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ! [[ "$NUM" =~ ^[1-9][0-9]*$ ]]; then
   echo "error: NUM_GPUS must be a positive integer, got '$NUM'" >&2
   exit 2

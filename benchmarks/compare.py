@@ -161,6 +161,8 @@ class Plan:
             factor = args.epochs / e["cfg"].TRAIN.MAX_EPOCH if args.epochs else args.epoch_scale
             e["scaled"] = schedule_overrides(e["cfg"], factor)
             e["epochs"] = e["scaled"].get("TRAIN.MAX_EPOCH", e["cfg"].TRAIN.MAX_EPOCH)
+            if e["scaled"]:  # the config as it runs (recipes show the scaled switch epochs)
+                e["cfg"] = build_config(e["path"], self.base_opts + flat_opts(e["scaled"]))
 
     def _add(self, path, added, visiting):
         stem = stem_of(path)
@@ -349,7 +351,8 @@ def fmt_ms(m, sd):
 def fmt_time(s):
     if s is None:
         return "–"
-    return f"{int(s // 60)}m{int(round(s % 60)):02d}s"
+    s = int(round(s))
+    return f"{s // 60}m{s % 60:02d}s"
 
 
 def selection_cell(runs):
@@ -365,6 +368,7 @@ def to_markdown(report):
     d, rows = report["data"], report["rows"]
     g = d["groups"]
     n_runs = sum(len(r["runs"]) for r in rows)
+    sum_wall = sum(x["wall_s"] for r in rows for x in r["runs"])  # reused runs count with their own time
     lines = [f"### Accuracy on Fashion-MNIST-LT IF {format_imb_factor(round(d['imb_factor'], 2))} "
              f"({report['mode']})", "",
              machine_line(report["machine"]),
@@ -372,7 +376,7 @@ def to_markdown(report):
              f"({g['many']} many / {g['medium']} medium / {g['few']} few, {d['shot_rule']} rule: many > 100, "
              f"few < 20 training images), val {d['val_images']:,}, test {d['test_images']:,} images. "
              f"Seeds {', '.join(map(str, report['seeds']))}; {report['budget']}; "
-             f"{n_runs} run{'s' if n_runs != 1 else ''} in {fmt_time(report.get('total_wall_s'))} "
+             f"{n_runs} run{'s' if n_runs != 1 else ''} took {fmt_time(sum_wall)} together "
              f"(1-min load average at start / end: {' / '.join(map(str, report['machine'].get('load_average_1min', [])))}).",
              "Numbers are **test-split** accuracies (%), "
              + ("mean ± sample std over seeds" if len(report["seeds"]) > 1 else "one seed (no std)")
@@ -417,9 +421,12 @@ def plot(report, path):
     ax.patch.set_visible(False)
     cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
     markers = "os^vD<>ph*"
+    rows = sorted(rows, key=lambda r: r["config"] != report["baseline"])  # the baseline first, in black
     for i, r in enumerate(rows):
-        ax.plot(x, [r["per_class"].get(n) for n in names], marker=markers[i % len(markers)], ms=4, lw=1.3,
-                color=cmap(i % cmap.N), label=f"{r['config']} ({r['top1']:.1f})")
+        base = r["config"] == report["baseline"]
+        ax.plot(x, [r["per_class"].get(n) for n in names], marker=markers[i % len(markers)], ms=4,
+                lw=2.4 if base else 1.3, color="black" if base else cmap(i % cmap.N), zorder=3 if base else 2,
+                label=f"{r['config']} ({r['top1']:.1f})" + (" baseline" if base else ""))
     ax.set_ylim(0, 100)
     ax.set_ylabel("test accuracy per class (%)")
     ax.set_xticks(x)

@@ -4,6 +4,8 @@
 #   bash tools/demo.sh [KEY VALUE ...]      e.g. bash tools/demo.sh TRAIN.MAX_EPOCH 4
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# this checkout's lib/ wins over any other installed copy
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 bash tools/setup.sh
 PY=${PYTHON:-python3}
 CFG=configs/fashion_mnist_lt/ce_res32.yaml
