@@ -369,6 +369,7 @@ def to_markdown(report):
     g = d["groups"]
     n_runs = sum(len(r["runs"]) for r in rows)
     sum_wall = sum(x["wall_s"] for r in rows for x in r["runs"])  # reused runs count with their own time
+    load = " / ".join(map(str, report["machine"].get("load_average_1min", [])))
     lines = [f"### Accuracy on Fashion-MNIST-LT IF {format_imb_factor(round(d['imb_factor'], 2))} "
              f"({report['mode']})", "",
              machine_line(report["machine"]),
@@ -377,7 +378,7 @@ def to_markdown(report):
              f"few < 20 training images), val {d['val_images']:,}, test {d['test_images']:,} images. "
              f"Seeds {', '.join(map(str, report['seeds']))}; {report['budget']}; "
              f"{n_runs} run{'s' if n_runs != 1 else ''} took {fmt_time(sum_wall)} together "
-             f"(1-min load average at start / end: {' / '.join(map(str, report['machine'].get('load_average_1min', [])))}).",
+             f"(1-min load average at start / end: {load}).",
              "Numbers are **test-split** accuracies (%), "
              + ("mean ± sample std over seeds" if len(report["seeds"]) > 1 else "one seed (no std)")
              + "; each run is evaluated with "

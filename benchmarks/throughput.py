@@ -256,7 +256,8 @@ def calibrate(fn, batches, warmup, target=0.0):
     for _ in range(warmup):
         if fn(batches[:1]) > target > 0:
             break
-    return fn(batches[:1])
+    t = fn(batches[:1])
+    return min(t, fn(batches[:1])) if t < target / 2 else t  # a cheap step is timed twice
 
 
 def cpu_features():
@@ -358,6 +359,8 @@ def _measure(args, device, dev, tmp):
         "workers": args.workers, "transforms": pipe.transforms, "images_per_s": stats(ips["pipeline"]),
         "model_variant": fastest, "model_images_per_s": stats(ips[f"framework/{fastest}"]),
         "ratio": ratio_stats(ips["pipeline"], ips[f"framework/{fastest}"]),
+        "ratio_of_medians": {n: stats(ips["pipeline"])["median"] / stats(ips[f"framework/{n}"])["median"]
+                             for n in V},
     }
     result["estimate_200_epochs"] = {}
     for name in V:
@@ -406,8 +409,10 @@ def _measure(args, device, dev, tmp):
     result["targets"] = {
         "framework_step_ratio": {"target": f">= {FRAMEWORK_TARGET} (median, every variant)", "met": all(
             v["ratio"]["median"] >= FRAMEWORK_TARGET for v in fr.values())},
-        "data_pipeline_ratio": {"target": f">= {PIPELINE_TARGET} with {args.workers} workers (median)",
-                                "met": result["data_pipeline"]["ratio"]["median"] >= PIPELINE_TARGET},
+        "data_pipeline_ratio": {"target": f">= {PIPELINE_TARGET} with {args.workers} workers (median, every variant)",
+                                "met": min([result["data_pipeline"]["ratio"]["median"]]
+                                           + list(result["data_pipeline"]["ratio_of_medians"].values()))
+                                >= PIPELINE_TARGET},
     }
     result["machine"]["load_average_1min"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     return result
@@ -440,7 +445,13 @@ def to_markdown(r):
               "| pipeline img/s (median) | model img/s (median) | ratio pipeline / model (min / median / max) |",
               "|---|---|---|",
               f"| {d['images_per_s']['median']:.0f} | {d['model_images_per_s']['median']:.0f} ({d['model_variant']}) "
-              f"| {fmt3(d['ratio'], 2)} |", ""]
+              f"| {fmt3(d['ratio'], 2)} |"]
+    for n, q in d.get("ratio_of_medians", {}).items():
+        if n != d["model_variant"]:
+            lines.append(f"| {d['images_per_s']['median']:.0f} | "
+                         f"{r['framework_vs_bare'][n]['framework_images_per_s']['median']:.0f} ({n}) | "
+                         f"{q:.2f} (ratio of medians, not interleaved) |")
+    lines.append("")
     lines += ["**(c) Multi-expert / multi-head methods: step time vs K x the single-model step** (framework "
               f"steps at {d['model_variant']}, the single model = CE with the same backbone)", ""]
     if r["multi_expert"]:

@@ -29,7 +29,8 @@ class ClassBalanceSoftmaxBCE(Loss):
         t = one_hot(target, z.shape[1])
         logp = z.log_softmax(1)
         log_p = logp.clamp(min=LOG_CLAMP)
-        log_1mp = (-logp.exp()).log1p().clamp(min=LOG_CLAMP)
+        # p is clamped below 1 first: log1p(-1) = -inf would give a 0 * inf = NaN gradient
+        log_1mp = (-logp.exp().clamp(max=1 - 1e-6)).log1p().clamp(min=LOG_CLAMP)
         bce = -(t * log_p + (1 - t) * log_1mp)  # (B, C)
         row = bce.mean(1)  # mean over c; the mean over i follows
         if self.active:
