@@ -15,6 +15,11 @@ config lands) for each seed with `lib.engine.trainer.train`, in-process, and wri
   training-count curve.
 Outputs are rewritten after every finished run, so an interrupted benchmark leaves the runs so far.
 
+Each run is a `main/train.py` process (its log: <output-dir>/<IF>_<mode>/seed<S>/<NAME>.benchmark.log);
+--jobs N runs N at once with cores // N torch threads each (quick mode on a CPU: 2 at a time, 1 thread
+each, which on a 2-core CPU finishes the list ~1.5x sooner than one run with 2 threads). A wall time
+per run is then measured while another run shares the CPU.
+
 Budget. Full mode keeps every config's own schedule (`--epoch-scale 1`, seeds 42 43 44). --quick runs
 one seed with the schedule scaled by 0.5: TRAIN.MAX_EPOCH, the LR schedule keys its TYPE uses (LR_STEP,
 COSINE_DECAY_END), TWO_STAGE.START_EPOCH under DRW/DRS, and every other positive integer key named
@@ -36,6 +41,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -51,8 +57,6 @@ from tqdm import tqdm  # noqa: E402
 from lib.config import build_config  # noqa: E402
 from lib.data.annotations import class_counts, load_annotations  # noqa: E402
 from lib.data.longtail import format_imb_factor  # noqa: E402
-from lib.engine.preemption import Preempted  # noqa: E402
-from lib.engine.trainer import train  # noqa: E402
 from lib.evaluation.groups import shot_groups  # noqa: E402
 from lib.utils.atomic import atomic_open, write_json, write_text  # noqa: E402
 from lib.utils.errors import UserError, exit_on_user_error  # noqa: E402
@@ -143,10 +147,11 @@ def configs_by_name(paths):
 class Plan:
     """The configs to run, stage one before stage two, each with its overrides (the same for every seed).
 
-    --opts are applied to each config before its schedule is scaled."""
+    --opts are applied to each config before its schedule is scaled. With --sweep KEY V1 V2 ..., every
+    config runs once per value, as '<stem> [KEY=V]' with NAME '<NAME>_<key>V' (its stage one swept alike)."""
 
     def __init__(self, paths, args):
-        self.entries = {}  # stem -> {path, cfg, depends, rest, added, scaled, epochs}; insertion = run order
+        self.entries = {}  # stem -> {path, cfg, opts, depends, rest, added, scaled, epochs}; insertion = run order
         self.errors = {}
         self.base_opts = ["DEVICE", args.device] if args.device != "auto" else []
         if args.imb_factor:
@@ -155,51 +160,66 @@ class Plan:
                                "DATASET.TEST_JSON", d["test"]]
         self.base_opts += list(args.opts)
         self.pool = configs_by_name(paths)
+        sweep = getattr(args, "sweep", None)
+        variants = [(sweep[0], v) for v in sweep[1:]] if sweep else [None]
         for path in paths:
-            self._add(path, added=False, visiting=set())
+            for variant in variants:
+                self._add(path, variant, added=False, visiting=set())
         for e in self.entries.values():
             factor = args.epochs / e["cfg"].TRAIN.MAX_EPOCH if args.epochs else args.epoch_scale
             e["scaled"] = schedule_overrides(e["cfg"], factor)
             e["epochs"] = e["scaled"].get("TRAIN.MAX_EPOCH", e["cfg"].TRAIN.MAX_EPOCH)
             if e["scaled"]:  # the config as it runs (recipes show the scaled switch epochs)
-                e["cfg"] = build_config(e["path"], self.base_opts + flat_opts(e["scaled"]))
+                e["cfg"] = build_config(e["path"], self.base_opts + e["opts"] + flat_opts(e["scaled"]))
 
-    def _add(self, path, added, visiting):
-        stem = stem_of(path)
+    def _add(self, path, variant, added, visiting):
+        key = variant[0].rsplit(".", 1)[-1] if variant else ""
+        label = f" [{key}={variant[1]}]" if variant else ""
+        stem = stem_of(path) + label
         if stem in self.entries or stem in self.errors:
             return
         if stem in visiting:
             self.errors[stem] = "NETWORK.PRETRAINED_MODEL dependencies form a cycle"
             return
         try:
-            cfg = build_config(path, self.base_opts)
+            opts = list(variant) if variant else []
+            cfg = build_config(path, self.base_opts + opts)
+            if variant:  # its own run folder
+                opts += ["NAME", f"{cfg.NAME}_{key.lower()}{re.sub(r'[^A-Za-z0-9.+-]', '', variant[1])}"]
+                cfg = build_config(path, self.base_opts + opts)
         except UserError as err:
             self.errors[stem] = f"config error: {err}"
             return
-        e = {"path": path, "cfg": cfg, "depends": None, "rest": None, "added": added}
+        e = {"path": path, "cfg": cfg, "opts": opts, "depends": None, "rest": None, "added": added}
         if cfg.NETWORK.PRETRAINED:
             parts = pretrained_parts(cfg)
             hit = next((i for i, p in enumerate(parts) if p in self.pool), None)
             if hit is not None:  # stage two: train the stage-one config first, into the same OUTPUT_DIR
                 dep = self.pool[parts[hit]]
-                self._add(dep, added=True, visiting=visiting | {stem})
-                if stem_of(dep) not in self.entries:
-                    self.errors[stem] = f"its stage one {stem_of(dep)} cannot run ({self.errors.get(stem_of(dep))})"
+                dep_stem = stem_of(dep) + label
+                self._add(dep, variant, added=True, visiting=visiting | {stem})
+                if dep_stem not in self.entries:
+                    self.errors[stem] = f"its stage one {dep_stem} cannot run ({self.errors.get(dep_stem)})"
                     return
-                e["depends"], e["rest"] = stem_of(dep), parts[hit + 1:]
+                e["depends"], e["rest"] = dep_stem, parts[hit + 1:]
             elif not os.path.isabs(cfg.NETWORK.PRETRAINED_MODEL):
                 self.errors[stem] = (f"NETWORK.PRETRAINED_MODEL {cfg.NETWORK.PRETRAINED_MODEL!r}: no config next to "
                                      f"{path} has the NAME {parts[0] if parts else ''!r} to train stage one")
                 return
         self.entries[stem] = e
 
-    def run_cfg(self, stem, seed, output_dir):
+    def run_opts(self, stem, seed, output_dir):
+        """The KEY VALUE list a run of `stem` with `seed` gets on top of its YAML."""
         e = self.entries[stem]
-        opts = self.base_opts + flat_opts(e["scaled"]) + ["SEED", str(seed), "OUTPUT_DIR", output_dir]
+        opts = (self.base_opts + e["opts"] + flat_opts(e["scaled"])
+                + ["SEED", str(seed), "OUTPUT_DIR", output_dir])
         if e["depends"]:
             one = self.entries[e["depends"]]["cfg"].NAME
             opts += ["NETWORK.PRETRAINED_MODEL", os.path.join(output_dir, one, *e["rest"])]
-        return build_config(e["path"], opts)
+        return opts
+
+    def run_cfg(self, stem, seed, output_dir):
+        return build_config(self.entries[stem]["path"], self.run_opts(stem, seed, output_dir))
 
     def total_epochs(self, stem):
         e = self.entries[stem]
@@ -275,30 +295,55 @@ def read_json_file(path):
         return json.load(f)
 
 
-def run_one(cfg, reuse):
-    """Train + evaluate one config; returns the run record (metrics, selection, per-class, wall time)."""
+def reused_run(cfg):
+    """The record of a finished run of exactly this config (--reuse), else None."""
     run_dir = os.path.join(cfg.OUTPUT_DIR, cfg.NAME)
     done = os.path.join(run_dir, "benchmark_run.json")
-    if reuse and os.path.isfile(done) and os.path.isfile(os.path.join(run_dir, "per_class.json")):
+    if os.path.isfile(done) and os.path.isfile(os.path.join(run_dir, "per_class.json")):
         rec = read_json_file(done)
         if rec.get("config") == cfg.dump():
             rec["reused"] = True
             return rec
-    if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)  # a fresh run folder: no stale best_model.pth from an earlier benchmark
-    t0 = time.perf_counter()
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # the run's log file has it all
-        results = train(cfg)
-    wall = time.perf_counter() - t0
-    rows = read_json_file(os.path.join(run_dir, "per_class.json"))
-    rec = {"seed": cfg.SEED, "wall_s": wall, "run_dir": os.path.relpath(run_dir), "config": cfg.dump(),
-           "split": results.get("split"), "checkpoint_selection": results.get("checkpoint_selection"),
-           "checkpoint_epoch": results.get("checkpoint_epoch"), "epochs": cfg.TRAIN.MAX_EPOCH,
-           "per_class": [{"name": r["name"], "train_count": r["train_count"], "group": r["group"],
-                          "accuracy": r["accuracy"]} for r in rows]}
-    rec.update({k: results.get(k) for k in METRICS})
-    write_json(done, rec, indent=1)
-    return rec
+    return None
+
+
+class Run:
+    """One training run as a `main/train.py` subprocess (its own session: signals reach it only through us)."""
+
+    def __init__(self, seed, stem, path, opts, cfg, threads):
+        self.seed, self.stem, self.cfg = seed, stem, cfg
+        self.run_dir = os.path.join(cfg.OUTPUT_DIR, cfg.NAME)
+        if os.path.isdir(self.run_dir):
+            shutil.rmtree(self.run_dir)  # a fresh run folder: no stale best_model.pth from an earlier benchmark
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        self.log_path = os.path.join(cfg.OUTPUT_DIR, f"{cfg.NAME}.benchmark.log")  # the run's stdout + stderr
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+                   PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p))
+        self.t0 = time.perf_counter()
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "main/train.py", "--cfg", path, *opts], stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def record(self):
+        """The run record (metrics, selection, per-class, wall time); raises RuntimeError if the run failed."""
+        wall = time.perf_counter() - self.t0
+        results = os.path.join(self.run_dir, "results.json")
+        if self.proc.returncode != 0 or not os.path.isfile(results):
+            with open(self.log_path, errors="replace") as f:
+                tail = [line.strip() for line in f if line.strip()]
+            raise RuntimeError(f"exit {self.proc.returncode}: {tail[-1] if tail else 'no output'} (log: "
+                               f"{os.path.relpath(self.log_path)})")
+        results = read_json_file(results)
+        rows = read_json_file(os.path.join(self.run_dir, "per_class.json"))
+        rec = {"seed": self.seed, "wall_s": wall, "run_dir": os.path.relpath(self.run_dir),
+               "config": self.cfg.dump(), "split": results.get("split"),
+               "checkpoint_selection": results.get("checkpoint_selection"),
+               "checkpoint_epoch": results.get("checkpoint_epoch"), "epochs": self.cfg.TRAIN.MAX_EPOCH,
+               "per_class": [{"name": r["name"], "train_count": r["train_count"], "group": r["group"],
+                              "accuracy": r["accuracy"]} for r in rows]}
+        rec.update({k: results.get(k) for k in METRICS})
+        write_json(os.path.join(self.run_dir, "benchmark_run.json"), rec, indent=1)
+        return rec
 
 
 def mean_std(values):
@@ -377,13 +422,17 @@ def to_markdown(report):
              f"({g['many']} many / {g['medium']} medium / {g['few']} few, {d['shot_rule']} rule: many > 100, "
              f"few < 20 training images), val {d['val_images']:,}, test {d['test_images']:,} images. "
              f"Seeds {', '.join(map(str, report['seeds']))}; {report['budget']}; "
-             f"{n_runs} run{'s' if n_runs != 1 else ''} took {fmt_time(sum_wall)} together "
-             f"(1-min load average at start / end: {load}).",
+             f"{n_runs} run{'s' if n_runs != 1 else ''} took {fmt_time(report.get('total_wall_s'))} "
+             f"wall-clock, {report.get('parallel_runs', 1)} at a time with {report.get('threads_per_run', '?')} "
+             f"torch thread(s) each ({fmt_time(sum_wall)} summed over runs; 1-min load average at start / end: "
+             f"{load}).",
              "Numbers are **test-split** accuracies (%), "
              + ("mean ± sample std over seeds" if len(report["seeds"]) > 1 else "one seed (no std)")
              + "; each run is evaluated with "
              "the checkpoint of its best top-1 on the **val split** (\"val, ep e\") or its last epoch (\"last\"). "
-             f"Δ = difference to `{report['baseline']}`.", "",
+             f"Δ = difference to `{report['baseline']}`."
+             + (f" Sweep: every config once per value of `{report['sweep'][0]}` "
+                f"({', '.join(report['sweep'][1:])})." if report.get("sweep") else ""), "",
              "| config | recipe | epochs | top-1 | many | medium | few | Δ top-1 | Δ few | checkpoint | wall / run |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["config"] != report["baseline"]):  # the baseline first
@@ -463,28 +512,35 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="set every config's MAX_EPOCH, schedule scaled with it")
     p.add_argument("--epoch-scale", type=float, default=None, help="multiply every schedule (default 1; quick 0.5)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--jobs", type=int, default=None,
+                   help="training runs at once, each a main/train.py process (default 1; quick on a CPU: 2)")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads (default: torch's, = cores); 1 avoids spinning threads on a busy CPU")
+                   help="torch threads per run (default: cores // jobs); 1 avoids spinning threads on a busy CPU")
     p.add_argument("--baseline", default="ce_res32", help="config the Δ columns compare with (default ce_res32)")
     p.add_argument("--out", default="benchmarks/results", help="folder for accuracy_if<IF>[_quick].md/.json/.png")
     p.add_argument("--output-dir", default="output/benchmarks", help="OUTPUT_DIR root of the training runs")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs with an identical config")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every config")
+    p.add_argument("--sweep", nargs="+", default=None, metavar=("KEY", "V"),
+                   help="run every config once per value of KEY, e.g. --sweep TRAIN.OPTIMIZER.WEIGHT_DECAY 0 5e-3 2e-2"
+                        " (outputs: accuracy_<IF>[_quick]_sweep_<key>.*)")
     args = p.parse_args(argv)
     if args.epoch_scale is None:
         args.epoch_scale = QUICK_SCALE if args.quick else 1.0
+    if args.sweep is not None and len(args.sweep) < 2:
+        p.error("--sweep needs a KEY and at least one value")
+    if args.jobs is None:
+        args.jobs = 2 if args.quick and args.device != "cuda" and not torch.cuda.is_available() else 1
     if args.seeds is None:
         args.seeds = list(FULL_SEEDS[:1] if args.quick else FULL_SEEDS)
-    if args.epoch_scale <= 0 or (args.epochs is not None and args.epochs < 1):
-        p.error("--epoch-scale must be > 0 and --epochs >= 1")
+    if args.epoch_scale <= 0 or (args.epochs is not None and args.epochs < 1) or args.jobs < 1:
+        p.error("--epoch-scale must be > 0, --epochs >= 1 and --jobs >= 1")
     return args
 
 
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     paths = args.configs or sorted(glob.glob(CONFIG_GLOB))
     if not paths:
         raise UserError(f"no configs: none match {CONFIG_GLOB} (run from the repository root) and no --configs")
@@ -509,50 +565,94 @@ def main(argv=None):
     report = {"machine": describe_machine(device), "mode": f"{mode} mode", "budget": budget, "seeds": args.seeds,
               "epoch_scale": args.epoch_scale, "epochs_override": args.epochs, "baseline": args.baseline,
               "split": "test", "model_selection": "best top-1 on the val split, else the last epoch",
-              "data": data, "rows": [], "failures": [{"config": k, "error": v} for k, v in plan.errors.items()]}
-    stem = os.path.join(args.out, f"accuracy_{tag}{'_quick' if args.quick else ''}")
+              "data": data, "sweep": args.sweep, "rows": [], "failures": [{"config": k, "error": v} for k, v in plan.errors.items()]}
+    sweep = f"_sweep_{args.sweep[0].rsplit('.', 1)[-1].lower()}" if args.sweep else ""
+    stem = os.path.join(args.out, f"accuracy_{tag}{'_quick' if args.quick else ''}{sweep}")
     os.makedirs(args.out, exist_ok=True)
     out_root = os.path.abspath(os.path.join(args.output_dir, f"{tag}_{mode}"))
 
-    jobs = [(seed, s) for seed in args.seeds for s in plan.entries]
+    todo = [(seed, s) for seed in args.seeds for s in plan.entries]  # stage one before its stage two
+    n_jobs = len(todo)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    report["parallel_runs"], report["threads_per_run"] = args.jobs, threads
+    report["machine"]["torch_threads"] = threads
     load_before, t_start = round(os.getloadavg()[0], 2), time.perf_counter()
-    runs, failed = {}, set()
-    bar = tqdm(total=sum(plan.entries[s]["epochs"] for _, s in jobs), unit="epoch", dynamic_ncols=True,
+    runs, done, failed, running = {}, set(), set(), []
+    stop = []  # the signal that stops the benchmark
+    bar = tqdm(total=sum(plan.entries[s]["epochs"] for _, s in todo), unit="epoch", dynamic_ncols=True,
                desc="benchmark", file=sys.stderr)
-    for i, (seed, s) in enumerate(jobs, 1):
-        e = plan.entries[s]
-        bar.set_description(f"run {i}/{len(jobs)}: {s} seed {seed}")
-        dep = e["depends"]
-        if dep and (dep, seed) in failed:
-            report["failures"].append({"config": s, "seed": seed, "error": f"stage one {dep} failed"})
-            failed.add((s, seed))
-            bar.update(e["epochs"])
-            continue
-        try:
-            cfg = plan.run_cfg(s, seed, os.path.join(out_root, f"seed{seed}"))
-            rec = run_one(cfg, args.reuse)
-        except Preempted as stop:  # SIGTERM / Ctrl-C: stop the whole benchmark, keep what is finished
-            report["failures"].append({"config": s, "seed": seed, "error": "interrupted (benchmark stopped)"})
-            report["rows"] = summarize(plan, runs, args.baseline)
-            write_outputs(report, stem)
-            bar.close()
-            print(f"benchmark stopped during {s} seed {seed}; finished runs are in {stem}.md "
-                  "(rerun with --reuse to skip them)", file=sys.stderr)
-            sys.exit(stop.exit_code)
-        except Exception as err:  # one broken config must not stop the others; it is reported
-            failed.add((s, seed))
-            msg = " ".join(f"{type(err).__name__}: {err}".split())
-            report["failures"].append({"config": s, "seed": seed, "error": msg})
-            tqdm.write(f"[{i}/{len(jobs)}] {s} seed {seed}: FAILED ({msg})", file=sys.stderr)
-        else:
+
+    def on_signal(signum, frame):
+        if not stop:
+            stop.append(signum)
+        for r in running:  # each run checkpoints and exits (a second signal forces it)
+            with contextlib.suppress(ProcessLookupError):
+                r.proc.send_signal(signum)
+
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def finish(seed, s, rec=None, error=None):
+        i = n_jobs - len(todo) - len(running)
+        if error is None:
             runs.setdefault(s, []).append(rec)
-            tqdm.write(f"[{i}/{len(jobs)}] {s} seed {seed}: top-1 {rec['top1']:.2f} few {fmt_ms(rec['few'], None)} "
+            done.add((s, seed))
+            tqdm.write(f"[{i}/{n_jobs}] {s} seed {seed}: top-1 {rec['top1']:.2f} few {fmt_ms(rec['few'], None)} "
                        f"({fmt_time(rec['wall_s'])}{', reused' if rec.get('reused') else ''})", file=sys.stderr)
-        bar.update(e["epochs"])
+        else:
+            failed.add((s, seed))
+            report["failures"].append({"config": s, "seed": seed, "error": error})
+            tqdm.write(f"[{i}/{n_jobs}] {s} seed {seed}: FAILED ({error})", file=sys.stderr)
+        bar.update(plan.entries[s]["epochs"])
         report["rows"] = summarize(plan, runs, args.baseline)
         report["machine"]["load_average_1min"] = [load_before, round(os.getloadavg()[0], 2)]
         report["total_wall_s"] = time.perf_counter() - t_start
         write_outputs(report, stem)
+
+    try:
+        while (todo or running) and not stop:
+            for seed, s in list(todo):  # start what is ready, in order, up to --jobs at once
+                dep = plan.entries[s]["depends"]
+                if dep and (dep, seed) in failed:
+                    todo.remove((seed, s))
+                    finish(seed, s, error=f"stage one {dep} failed")
+                    continue
+                if len(running) >= args.jobs or (dep and (dep, seed) not in done):
+                    continue
+                todo.remove((seed, s))
+                try:
+                    opts = plan.run_opts(s, seed, os.path.join(out_root, f"seed{seed}"))
+                    cfg = build_config(plan.entries[s]["path"], opts)
+                    rec = reused_run(cfg) if args.reuse else None
+                    if rec:
+                        finish(seed, s, rec)
+                        continue
+                    running.append(Run(seed, s, plan.entries[s]["path"], opts, cfg, threads))
+                except (UserError, OSError) as err:
+                    finish(seed, s, error=" ".join(f"{type(err).__name__}: {err}".split()))
+                bar.set_description(f"{n_jobs - len(todo)}/{n_jobs} started; running: "
+                                    + ", ".join(f"{r.stem} s{r.seed}" for r in running))
+            time.sleep(0.2)
+            for r in [r for r in running if r.proc.poll() is not None and not stop]:
+                running.remove(r)
+                try:
+                    finish(r.seed, r.stem, r.record())
+                except RuntimeError as err:  # one broken config must not stop the others; it is reported
+                    finish(r.seed, r.stem, error=" ".join(str(err).split()))
+    finally:
+        if stop:  # SIGTERM / Ctrl-C: the runs checkpoint and stop; the finished ones are kept
+            for r in running:
+                r.proc.wait()
+                report["failures"].append({"config": r.stem, "seed": r.seed,
+                                           "error": "interrupted (benchmark stopped)"})
+            report["rows"] = summarize(plan, runs, args.baseline)
+            write_outputs(report, stem)
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+    if stop:
+        bar.close()
+        print(f"benchmark stopped; finished runs are in {stem}.md (rerun with --reuse to skip them)",
+              file=sys.stderr)
+        sys.exit(128 + stop[0])
     bar.close()
     md = to_markdown(report)
     print(md)

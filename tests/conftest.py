@@ -8,6 +8,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# every subprocess a test starts (tools, launchers, torchrun) imports this checkout's `lib`,
+# whatever checkout an editable install points at
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 

@@ -124,3 +124,28 @@ def test_stage_two_config_runs_after_its_stage_one_in_the_same_output_dir(bench,
     (folder / "two.yaml").write_text(two.replace("stage_one/", "missing/"))
     plan = compare.Plan([str(folder / "two.yaml")], args)
     assert "two" not in plan.entries and "missing" in plan.errors["two"]
+
+
+def test_sweep_runs_each_config_once_per_value_with_its_own_stage_one(bench, tiny_cfg, tmp_path):
+    compare = bench("compare")
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    base = tiny_cfg.read_text()
+    (folder / "one.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_one"))
+    (folder / "two.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_two\nNETWORK:\n  PRETRAINED: True\n"
+                                                  "  PRETRAINED_MODEL: stage_one/models/best_model.pth"))
+    args = compare.parse_args(["--configs", str(folder / "two.yaml"), "--sweep", "TRAIN.OPTIMIZER.WEIGHT_DECAY",
+                               "0", "0.02"])
+    plan = compare.Plan(args.configs, args)
+    assert plan.errors == {}
+    assert list(plan.entries) == ["one [WEIGHT_DECAY=0]", "two [WEIGHT_DECAY=0]",
+                                  "one [WEIGHT_DECAY=0.02]", "two [WEIGHT_DECAY=0.02]"]
+    assert plan.entries["two [WEIGHT_DECAY=0.02]"]["depends"] == "one [WEIGHT_DECAY=0.02]"
+    one = plan.entries["one [WEIGHT_DECAY=0.02]"]["cfg"]
+    assert one.NAME == "stage_one_weight_decay0.02" and one.TRAIN.OPTIMIZER.WEIGHT_DECAY == 0.02
+    cfg = plan.run_cfg("two [WEIGHT_DECAY=0.02]", 3, str(tmp_path / "runs"))
+    assert cfg.NAME == "stage_two_weight_decay0.02" and cfg.TRAIN.OPTIMIZER.WEIGHT_DECAY == 0.02
+    assert cfg.NETWORK.PRETRAINED_MODEL == str(tmp_path / "runs" / "stage_one_weight_decay0.02" / "models"
+                                               / "best_model.pth")
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--sweep", "TRAIN.OPTIMIZER.WEIGHT_DECAY"])

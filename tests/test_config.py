@@ -37,6 +37,15 @@ def test_wrong_value_type_names_the_key(tmp_path):
         build_config(f)
 
 
+def test_an_integer_where_a_float_is_expected_is_widened_but_a_float_for_an_int_is_not(tmp_path):
+    f = write(tmp_path, "TRAIN:\n  OPTIMIZER:\n    WEIGHT_DECAY: 0\n    BASE_LR: 1\n")
+    cfg = build_config(f, ["TRAIN.OPTIMIZER.MOMENTUM", "0"])
+    assert cfg.TRAIN.OPTIMIZER.WEIGHT_DECAY == 0.0 and isinstance(cfg.TRAIN.OPTIMIZER.WEIGHT_DECAY, float)
+    assert cfg.TRAIN.OPTIMIZER.BASE_LR == 1.0 and cfg.TRAIN.OPTIMIZER.MOMENTUM == 0.0
+    with pytest.raises(UserError, match="'TRAIN.BATCH_SIZE' expects 'int'"):
+        build_config("", ["TRAIN.BATCH_SIZE", "64.0"])
+
+
 def test_malformed_yaml_gives_line(tmp_path):
     f = write(tmp_path, "TRAIN:\n  BATCH_SIZE: [64\n")
     with pytest.raises(UserError, match="malformed YAML"):

@@ -35,6 +35,35 @@ def _explain(err, where):
     return f"{where}: {msg.splitlines()[0] if msg else type(err).__name__}"
 
 
+def _default_of(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _widen_ints(cfg, loaded, prefix=""):
+    """YAML ints where the default is a float become floats (`WEIGHT_DECAY: 0`); yacs would reject them."""
+    for k, v in (loaded or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            _widen_ints(cfg, v, key + ".")
+        elif type(v) is int and isinstance(_default_of(cfg, key), float):
+            loaded[k] = float(v)
+
+
+def _widen_int_opts(cfg, opts):
+    """The same for KEY VALUE pairs: `TRAIN.OPTIMIZER.WEIGHT_DECAY 0` means 0.0."""
+    out = list(opts)
+    for i in range(0, len(out) - 1, 2):
+        if isinstance(_default_of(cfg, out[i]), float) and isinstance(out[i + 1], str) \
+                and re.fullmatch(r"[+-]?\d+", out[i + 1].strip()):
+            out[i + 1] = str(float(out[i + 1]))
+    return out
+
+
 def build_config(cfg_file="", opts=(), freeze=True):
     cfg = get_cfg_defaults()
     if cfg_file:
@@ -49,6 +78,7 @@ def build_config(cfg_file="", opts=(), freeze=True):
             raise UserError(f"{cfg_file}: malformed YAML{at}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise UserError(f"{cfg_file}: top level must be a mapping of config keys")
+        _widen_ints(cfg, loaded)
         try:
             cfg.merge_from_other_cfg(CN(loaded or {}))
         except (KeyError, ValueError, AssertionError, TypeError) as e:
@@ -57,7 +87,7 @@ def build_config(cfg_file="", opts=(), freeze=True):
     if len(opts) % 2:
         raise UserError(f"command-line overrides must be KEY VALUE pairs; '{opts[-1]}' has no value")
     try:
-        cfg.merge_from_list(opts)
+        cfg.merge_from_list(_widen_int_opts(cfg, opts))
     except (KeyError, ValueError, AssertionError, TypeError) as e:
         raise UserError(_explain(e, "command line")) from None
     check_config(cfg)

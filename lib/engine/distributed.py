@@ -88,5 +88,9 @@ def all_gather_cat(tensor):
 
 
 def cleanup():
+    """Destroy the process group once every rank is done. The barrier first: a gloo worker thread still freeing
+    the last collective's tensors needs the GIL, and destroying the group then deadlocks at exit (seen once in
+    the 2-rank test with torch 2.13: ~ProcessGroupGloo joins the thread while holding the GIL)."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
