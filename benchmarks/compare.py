@@ -2,7 +2,8 @@
 
     python benchmarks/compare.py [--quick] [--configs FILE ...] [--imb-factor 10|50|100] [--seeds 42 43 44]
         [--epochs N | --epoch-scale F] [--device auto|cpu|cuda] [--out benchmarks/results]
-        [--output-dir output/benchmarks] [--reuse] [--baseline ce_res32]
+        [--output-dir output/benchmarks] [--reuse] [--baseline ce_res32] [--jobs N]
+        [--tag NAME] [--sweep KEY V1 V2 ...] [--opts KEY VALUE ...]
 
 Runs each config (default: every configs/fashion_mnist_lt/*.yaml, so a new method appears when its
 config lands) for each seed with `lib.engine.trainer.train`, in-process, and writes
@@ -415,8 +416,9 @@ def to_markdown(report):
     n_runs = sum(len(r["runs"]) for r in rows)
     sum_wall = sum(x["wall_s"] for r in rows for x in r["runs"])  # reused runs count with their own time
     load = " / ".join(map(str, report["machine"].get("load_average_1min", [])))
+    study = f", {report['tag'].replace('_', ' ')}" if report.get("tag") else ""
     lines = [f"### Accuracy on Fashion-MNIST-LT IF {format_imb_factor(round(d['imb_factor'], 2))} "
-             f"({report['mode']})", "",
+             f"({report['mode']}{study})", "",
              machine_line(report["machine"]),
              f"Data: `{d['train_json']}`: {d['train_images']:,} training images, {d['num_classes']} classes "
              f"({g['many']} many / {g['medium']} medium / {g['few']} few, {d['shot_rule']} rule: many > 100, "
@@ -521,9 +523,10 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", default="output/benchmarks", help="OUTPUT_DIR root of the training runs")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs with an identical config")
     p.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every config")
+    p.add_argument("--tag", default="", help="name of a study: outputs accuracy_<IF>[_quick]_<tag>.* "
+                   "(default: none; with --sweep: sweep_<key>)")
     p.add_argument("--sweep", nargs="+", default=None, metavar=("KEY", "V"),
-                   help="run every config once per value of KEY, e.g. --sweep TRAIN.OPTIMIZER.WEIGHT_DECAY 0 5e-3 2e-2"
-                        " (outputs: accuracy_<IF>[_quick]_sweep_<key>.*)")
+                   help="run every config once per value of KEY, e.g. --sweep TRAIN.OPTIMIZER.WEIGHT_DECAY 0 5e-3 2e-2")
     args = p.parse_args(argv)
     if args.epoch_scale is None:
         args.epoch_scale = QUICK_SCALE if args.quick else 1.0
@@ -566,12 +569,15 @@ def main(argv=None):
               "epoch_scale": args.epoch_scale, "epochs_override": args.epochs, "baseline": args.baseline,
               "split": "test", "model_selection": "best top-1 on the val split, else the last epoch",
               "data": data, "sweep": args.sweep, "rows": [], "failures": [{"config": k, "error": v} for k, v in plan.errors.items()]}
-    sweep = f"_sweep_{args.sweep[0].rsplit('.', 1)[-1].lower()}" if args.sweep else ""
-    stem = os.path.join(args.out, f"accuracy_{tag}{'_quick' if args.quick else ''}{sweep}")
+    study = args.tag or (f"sweep_{args.sweep[0].rsplit('.', 1)[-1].lower()}" if args.sweep else "")
+    report["tag"] = study
+    stem = os.path.join(args.out, f"accuracy_{tag}{'_quick' if args.quick else ''}{'_' + study if study else ''}")
     os.makedirs(args.out, exist_ok=True)
     out_root = os.path.abspath(os.path.join(args.output_dir, f"{tag}_{mode}"))
 
-    todo = [(seed, s) for seed in args.seeds for s in plan.entries]  # stage one before its stage two
+    # stage ones first (their stage twos wait for them), so no stage two is left running alone at the end
+    needed = {e["depends"] for e in plan.entries.values()}
+    todo = [(seed, s) for seed in args.seeds for s in sorted(plan.entries, key=lambda s: s not in needed)]
     n_jobs = len(todo)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     report["parallel_runs"], report["threads_per_run"] = args.jobs, threads

@@ -24,6 +24,8 @@ Rerun with:
 python benchmarks/compare.py --quick          # accuracy, 1 seed, half schedules (< 15 min on 2 CPU cores)
 python benchmarks/compare.py                  # accuracy, 3 seeds, full schedules (longer, or a GPU)
 python benchmarks/compare.py --imb-factor 10  # another imbalance (10, 50, 100; built if missing)
+python benchmarks/compare.py --configs A.yaml B.yaml --tag study      # a chosen set: accuracy_if100_study.*
+python benchmarks/compare.py --configs A.yaml --sweep KEY V1 V2 ...   # one run per value of a config key
 python benchmarks/throughput.py [--device cuda]   # framework vs bare PyTorch, data pipeline, experts
 python benchmarks/update_readme.py            # refresh this section
 ```
@@ -31,12 +33,13 @@ python benchmarks/update_readme.py            # refresh this section
 
 
 def _order(path):
-    """Accuracy before throughput; IF 100 first, then by IF; full before quick; CPU before CUDA."""
+    """Accuracy before throughput; IF 100 first, then by IF; full before quick; tagged studies (--tag, --sweep)
+    after the method tables; CPU before CUDA."""
     name = os.path.basename(path)
-    m = re.match(r"accuracy_if([\d.]+)(_quick)?\.md$", name)
+    m = re.match(r"accuracy_if([\d.]+)(_quick)?(_.+)?\.md$", name)
     if m:
-        return (0, -float(m.group(1)), bool(m.group(2)), name)
-    return (1, 0.0, False, name)
+        return (0, -float(m.group(1)), bool(m.group(3)), bool(m.group(2)), name)
+    return (1, 0.0, False, False, name)
 
 
 def result_files(results):

@@ -90,6 +90,8 @@ def test_update_readme_replaces_only_the_text_between_the_markers(bench, tmp_pat
     res.mkdir()
     (res / "accuracy_if100_quick.md").write_text("### Accuracy A\n\nPer-class accuracy of every method: `x.png`.\n")
     (res / "accuracy_if100_quick.png").write_bytes(b"png")
+    (res / "accuracy_if100_sweep_weight_decay.md").write_text("### Study S\n")
+    (res / "accuracy_if10.md").write_text("### Accuracy B\n")
     (res / "throughput_cpu.md").write_text("### Throughput T\n")
     (res / "throughput_cpu_smoke.md").write_text("### SMOKE\n")
     readme = tmp_path / "README.md"
@@ -99,7 +101,8 @@ def test_update_readme_replaces_only_the_text_between_the_markers(bench, tmp_pat
     text = readme.read_text()
     assert text.startswith("# X\n\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\n\ntail\n")
     assert "old" not in text and "SMOKE" not in text and "Per-class accuracy of every method" not in text
-    assert text.index("Accuracy A") < text.index("Throughput T")
+    # method tables (IF 100 first), then studies of that IF, then other IFs, then throughput
+    assert text.index("Accuracy A") < text.index("Study S") < text.index("Accuracy B") < text.index("Throughput T")
     assert "](results/accuracy_if100_quick.png)" in text
     assert update.main(["--readme", str(readme), "--results", str(res), "--check"]) == 0
 
@@ -149,3 +152,34 @@ def test_sweep_runs_each_config_once_per_value_with_its_own_stage_one(bench, tin
                                                / "best_model.pth")
     with pytest.raises(SystemExit):
         compare.parse_args(["--sweep", "TRAIN.OPTIMIZER.WEIGHT_DECAY"])
+
+
+def test_parallel_runs_wait_for_their_stage_one_and_a_failed_stage_one_is_reported(bench, tiny_cfg, tmp_path):
+    compare = bench("compare")
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    base = tiny_cfg.read_text()
+    two = "NETWORK:\n  PRETRAINED: True\n  PRETRAINED_MODEL: {}/models/best_model.pth\n"
+    (folder / "one.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_one"))
+    (folder / "two.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_two\n" + two.format("stage_one")))
+    # a stage one that fails at run time (its val JSON disappears after planning)
+    val_json = base.split("VALID_JSON: ")[1].split("\n")[0]
+    broken_json = tmp_path / "gone.json"
+    broken_json.write_text(open(val_json).read())
+    (folder / "bad.yaml").write_text(base.replace("NAME: tiny", "NAME: bad_one").replace(val_json, str(broken_json)))
+    (folder / "after_bad.yaml").write_text(base.replace("NAME: tiny", "NAME: after_bad\n" + two.format("bad_one")))
+    args = ["--configs", str(folder / "two.yaml"), str(folder / "after_bad.yaml"), "--epochs", "1", "--seeds", "3",
+            "--jobs", "2", "--baseline", "one", "--out", str(tmp_path / "res"), "--output-dir", str(tmp_path / "runs")]
+    plan = compare.Plan([str(folder / "two.yaml"), str(folder / "after_bad.yaml")], compare.parse_args(args))
+    assert list(plan.entries) == ["one", "two", "bad", "after_bad"]
+    broken_json.unlink()
+    report = compare.main(args)
+    rows = {r["config"]: r for r in report["rows"]}
+    assert len(rows["one"]["runs"]) == 1 and len(rows["two"]["runs"]) == 1  # stage two ran on stage one's weights
+    assert report["parallel_runs"] == 2 and report["threads_per_run"] >= 1
+    fails = {f["config"]: f["error"] for f in report["failures"]}
+    assert set(fails) == {"bad", "after_bad"}
+    assert "gone.json" in fails["bad"] and "log:" in fails["bad"]  # the run's own one-line error, and its log
+    assert fails["after_bad"] == "stage one bad failed"
+    md = (tmp_path / "res" / "accuracy_if10.md").read_text()
+    assert "2 at a time" in md and "Failed or skipped:" in md
