@@ -107,15 +107,24 @@ def test_update_readme_replaces_only_the_text_between_the_markers(bench, tmp_pat
     assert update.main(["--readme", str(readme), "--results", str(res), "--check"]) == 0
 
 
+def write_stage_configs(tiny_cfg, folder, **stage_twos):
+    """folder/one.yaml (NAME stage_one) and, for each name=ONE, a stage-two folder/<name>.yaml (NAME <name>_run)
+    loading the best_model.pth of the run named ONE. Returns the tiny config's text."""
+    folder.mkdir(exist_ok=True)
+    base = tiny_cfg.read_text()
+    (folder / "one.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_one"))
+    for name, one in stage_twos.items():
+        (folder / f"{name}.yaml").write_text(base.replace(
+            "NAME: tiny", f"NAME: {name}_run\nNETWORK:\n  PRETRAINED: True\n"
+                          f"  PRETRAINED_MODEL: {one}/models/best_model.pth\n"))
+    return base
+
+
 def test_stage_two_config_runs_after_its_stage_one_in_the_same_output_dir(bench, tiny_cfg, tmp_path):
     compare = bench("compare")
     folder = tmp_path / "cfgs"
-    folder.mkdir()
-    base = tiny_cfg.read_text()
-    (folder / "one.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_one"))
-    two = base.replace("NAME: tiny", "NAME: stage_two\nNETWORK:\n  PRETRAINED: True\n"
-                       "  PRETRAINED_MODEL: stage_one/models/best_model.pth")
-    (folder / "two.yaml").write_text(two)
+    write_stage_configs(tiny_cfg, folder, two="stage_one")
+    two = (folder / "two.yaml").read_text()
     args = compare.parse_args(["--configs", str(folder / "two.yaml"), "--quick"])
     plan = compare.Plan(args.configs, args)
     assert list(plan.entries) == ["one", "two"] and plan.errors == {}  # stage one added, and first
@@ -132,11 +141,7 @@ def test_stage_two_config_runs_after_its_stage_one_in_the_same_output_dir(bench,
 def test_sweep_runs_each_config_once_per_value_with_its_own_stage_one(bench, tiny_cfg, tmp_path):
     compare = bench("compare")
     folder = tmp_path / "cfgs"
-    folder.mkdir()
-    base = tiny_cfg.read_text()
-    (folder / "one.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_one"))
-    (folder / "two.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_two\nNETWORK:\n  PRETRAINED: True\n"
-                                                  "  PRETRAINED_MODEL: stage_one/models/best_model.pth"))
+    write_stage_configs(tiny_cfg, folder, two="stage_one")
     args = compare.parse_args(["--configs", str(folder / "two.yaml"), "--sweep", "TRAIN.OPTIMIZER.WEIGHT_DECAY",
                                "0", "0.02"])
     plan = compare.Plan(args.configs, args)
@@ -147,7 +152,7 @@ def test_sweep_runs_each_config_once_per_value_with_its_own_stage_one(bench, tin
     one = plan.entries["one [WEIGHT_DECAY=0.02]"]["cfg"]
     assert one.NAME == "stage_one_weight_decay0.02" and one.TRAIN.OPTIMIZER.WEIGHT_DECAY == 0.02
     cfg = plan.run_cfg("two [WEIGHT_DECAY=0.02]", 3, str(tmp_path / "runs"))
-    assert cfg.NAME == "stage_two_weight_decay0.02" and cfg.TRAIN.OPTIMIZER.WEIGHT_DECAY == 0.02
+    assert cfg.NAME == "two_run_weight_decay0.02" and cfg.TRAIN.OPTIMIZER.WEIGHT_DECAY == 0.02
     assert cfg.NETWORK.PRETRAINED_MODEL == str(tmp_path / "runs" / "stage_one_weight_decay0.02" / "models"
                                                / "best_model.pth")
     with pytest.raises(SystemExit):
@@ -157,17 +162,12 @@ def test_sweep_runs_each_config_once_per_value_with_its_own_stage_one(bench, tin
 def test_parallel_runs_wait_for_their_stage_one_and_a_failed_stage_one_is_reported(bench, tiny_cfg, tmp_path):
     compare = bench("compare")
     folder = tmp_path / "cfgs"
-    folder.mkdir()
-    base = tiny_cfg.read_text()
-    two = "NETWORK:\n  PRETRAINED: True\n  PRETRAINED_MODEL: {}/models/best_model.pth\n"
-    (folder / "one.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_one"))
-    (folder / "two.yaml").write_text(base.replace("NAME: tiny", "NAME: stage_two\n" + two.format("stage_one")))
+    base = write_stage_configs(tiny_cfg, folder, two="stage_one", after_bad="bad_one")
     # a stage one that fails at run time (its val JSON disappears after planning)
     val_json = base.split("VALID_JSON: ")[1].split("\n")[0]
     broken_json = tmp_path / "gone.json"
     broken_json.write_text(open(val_json).read())
     (folder / "bad.yaml").write_text(base.replace("NAME: tiny", "NAME: bad_one").replace(val_json, str(broken_json)))
-    (folder / "after_bad.yaml").write_text(base.replace("NAME: tiny", "NAME: after_bad\n" + two.format("bad_one")))
     args = ["--configs", str(folder / "two.yaml"), str(folder / "after_bad.yaml"), "--epochs", "1", "--seeds", "3",
             "--jobs", "2", "--baseline", "one", "--out", str(tmp_path / "res"), "--output-dir", str(tmp_path / "runs")]
     plan = compare.Plan([str(folder / "two.yaml"), str(folder / "after_bad.yaml")], compare.parse_args(args))
