@@ -388,6 +388,13 @@ def summarize(plan, runs, baseline):
 
 
 # ---------------------------------------------------------------- outputs
+def dataset_label(train_json):
+    """'Fashion-MNIST-LT' for our embedded set, else the training JSON's folder (e.g. 'cifar100_lt_if100')."""
+    if "fmnist_lt" in os.path.basename(train_json):
+        return "Fashion-MNIST-LT"
+    return os.path.basename(os.path.dirname(os.path.abspath(train_json))) or train_json
+
+
 def fmt_ms(m, sd):
     if m is None:
         return "n/a"
@@ -417,7 +424,7 @@ def to_markdown(report):
     sum_wall = sum(x["wall_s"] for r in rows for x in r["runs"])  # reused runs count with their own time
     load = " / ".join(map(str, report["machine"].get("load_average_1min", [])))
     study = f", {report['tag'].replace('_', ' ')}" if report.get("tag") else ""
-    lines = [f"### Accuracy on Fashion-MNIST-LT IF {format_imb_factor(round(d['imb_factor'], 2))} "
+    lines = [f"### Accuracy on {dataset_label(d['train_json'])} IF {format_imb_factor(round(d['imb_factor'], 2))} "
              f"({report['mode']}{study})", "",
              machine_line(report["machine"]),
              f"Data: `{d['train_json']}`: {d['train_images']:,} training images, {d['num_classes']} classes "
@@ -486,7 +493,7 @@ def plot(report, path):
     ax.set_xlabel("classes sorted by training count")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.12, 0.5), title="config (top-1)", title_fontsize=7)
     d = report["data"]
-    ax.set_title(f"Fashion-MNIST-LT IF {format_imb_factor(round(d['imb_factor'], 2))}, {report['mode']}: "
+    ax.set_title(f"{dataset_label(d['train_json'])} IF {format_imb_factor(round(d['imb_factor'], 2))}, {report['mode']}: "
                  "per-class test accuracy (mean over seeds)", fontsize=9)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
