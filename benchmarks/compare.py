@@ -633,8 +633,8 @@ def main(argv=None):
                     continue
                 todo.remove((seed, s))
                 try:
-                    opts = plan.run_opts(s, seed, os.path.join(out_root, f"seed{seed}"))
-                    cfg = build_config(plan.entries[s]["path"], opts)
+                    seed_dir = os.path.join(out_root, f"seed{seed}")
+                    opts, cfg = plan.run_opts(s, seed, seed_dir), plan.run_cfg(s, seed, seed_dir)
                     rec = reused_run(cfg) if args.reuse else None
                     if rec:
                         finish(seed, s, rec)

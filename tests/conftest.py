@@ -60,8 +60,7 @@ def run_cli(args, cwd=ROOT, env=None, timeout=300):
     """Run a command line as a user would; returns CompletedProcess (text)."""
     import subprocess
 
-    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    full_env.update(env or {})
+    full_env = dict(os.environ, **(env or {}))  # PYTHONPATH already starts with ROOT (set above)
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

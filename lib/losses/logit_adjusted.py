@@ -1,7 +1,6 @@
 """Balanced Softmax (Ren et al. NeurIPS'20; specs/bag_of_tricks.md §1, §4)."""
 from torch.nn import functional as F
 
-from ..utils.errors import UserError
 from .base import LOSSES, Loss
 from .reduction import batch_mean
 
