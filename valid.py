@@ -9,11 +9,11 @@ import os
 
 import torch
 
-from lib.config import build_config
+from lib.config import build_config, notices
 from lib.data.build import DataSplits, eval_loader
 from lib.engine.amp import AmpContext
 from lib.engine.checkpoint import extract_state_dict, load_checkpoint, load_weights
-from lib.engine.distributed import choose_device
+from lib.utils.distributed import choose_device
 from lib.engine.run_dir import resolve_checkpoint, run_dir_of
 from lib.evaluation.evaluator import evaluate
 from lib.evaluation.reports import summary_table, write_evaluation
@@ -40,6 +40,8 @@ def main(argv=None):
     if not cfg_file:
         raise UserError("give the run's config: python valid.py CONFIG [KEY VALUE ...]")
     cfg = build_config(cfg_file, args.opts)
+    for line in notices(cfg):
+        print(f"notice: {line}")
     split = args.split or cfg.TEST.SPLIT
     ckpt_path = args.checkpoint or resolve_checkpoint(cfg, cfg.TEST.MODEL_FILE, "TEST.MODEL_FILE")
     device = choose_device(cfg)

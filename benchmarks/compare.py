@@ -339,7 +339,9 @@ class Run:
         rec = {"seed": self.seed, "wall_s": wall, "run_dir": os.path.relpath(self.run_dir),
                "config": self.cfg.dump(), "split": results.get("split"),
                "checkpoint_selection": results.get("checkpoint_selection"),
-               "checkpoint_epoch": results.get("checkpoint_epoch"), "epochs": self.cfg.TRAIN.MAX_EPOCH,
+               "checkpoint_epoch": results.get("checkpoint_epoch"),
+               "epochs": results.get("epochs", self.cfg.TRAIN.MAX_EPOCH),  # the method's (ACE adds un-mixed epochs)
+               "members": results.get("members", {}),  # each expert's / head's own top1, many, medium, few
                "per_class": [{"name": r["name"], "train_count": r["train_count"], "group": r["group"],
                               "accuracy": r["accuracy"]} for r in rows]}
         rec.update({k: results.get(k) for k in METRICS})
@@ -379,6 +381,11 @@ def summarize(plan, runs, baseline):
                                          for r in rs])[0] for n in names}
         row["train_counts"] = {c["name"]: c["train_count"] for c in rs[0]["per_class"]} if rs else {}
         row["selection"] = sorted({r["checkpoint_selection"] for r in rs})
+        if rs:
+            row["epochs"] = rs[0]["epochs"]
+        member_names = list(rs[0].get("members", {})) if rs else []
+        row["members"] = {m: {k: mean_std([r["members"][m][k] for r in rs if m in r.get("members", {})])[0]
+                              for k in METRICS} for m in member_names}
         rows.append(row)
     base = next((r for r in rows if r["config"] == baseline and r["runs"]), None)
     for r in rows:
@@ -455,6 +462,12 @@ def to_markdown(report):
         lines.append(f"| {r['config']} | {r['recipe']} | {ep} | " + " | ".join(
             fmt_ms(r[k], r[k + "_std"]) for k in METRICS) + f" | {delta[0]} | {delta[1]} | "
             + selection_cell(r["runs"]) + f" | {wall} |")
+        base = next((b for b in rows if b["config"] == report["baseline"] and b["runs"]), None)
+        for m, v in r.get("members", {}).items():  # each expert / head of a multi-member method, same checkpoint
+            d = [f"{v[k] - base[k]:+.2f}" if base and v[k] is not None and base[k] is not None else "–"
+                 for k in ("top1", "few")]
+            lines.append(f"| ↳ {m} | member of {r['config']} | {ep} | "
+                         + " | ".join(fmt_ms(v[k], None) for k in METRICS) + f" | {d[0]} | {d[1]} | same | |")
     if report["failures"]:
         lines += ["", "Failed or skipped:"]
         lines += [f"- {f['config']}" + (f" (seed {f['seed']})" if f.get("seed") is not None else "")

@@ -46,7 +46,7 @@ from lib.data.build import DataSplits, train_loader
 from lib.data.image_folder_writer import write_image_folder_dataset
 from lib.data.longtail import exponential_counts
 from lib.engine.amp import AmpContext
-from lib.engine.optim import EpochLR, build_optimizer
+from lib.engine.optim import LRSchedule, build_optimizer
 from lib.engine.trainer import train_one_epoch, wrap_model
 from lib.methods import build_method
 from lib.models.network import in_channels
@@ -133,7 +133,7 @@ class FrameworkStep:
             self.method.to(memory_format=torch.channels_last)
         self.model = wrap_model(cfg, self.method, self.device, self.log)
         self.optimizer = build_optimizer(cfg, self.method)
-        EpochLR(cfg, self.optimizer).set_epoch(1)
+        LRSchedule(cfg, self.optimizer).set_epoch(1)
         self.method.on_epoch_start(1)
         self.amp = AmpContext(cfg, self.device)
 

@@ -10,6 +10,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from ..utils.errors import UserError
+from .compat import set_notices, unused_key_notices
 from .defaults import get_defaults
 
 
@@ -64,8 +65,38 @@ def _widen_int_opts(cfg, opts):
     return out
 
 
+def _dotted_keys(d, prefix=""):
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            yield from _dotted_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def adopt_method(cfg, explicit):
+    """Pick the method of a release YAML that does not name one, let the method translate the release's
+    spellings (lib/methods/base.py: matches_release_config, adapt_config); returns the notices."""
+    from ..methods import METHODS
+
+    notes = []
+    if "METHOD" not in explicit:
+        found = [n for n in METHODS.names() if METHODS.get(n).matches_release_config(cfg)]
+        if len(found) > 1:
+            raise UserError(f"this config looks like a release config of several methods ({', '.join(found)}): "
+                            "set METHOD")
+        if found:
+            cfg.METHOD = found[0]
+            notes.append(f"recognised an original {found[0]} release config: METHOD {found[0]}")
+    notes += METHODS.get(cfg.METHOD, "METHOD").adapt_config(cfg, explicit) or []
+    return notes
+
+
 def build_config(cfg_file="", opts=(), freeze=True):
+    """defaults <- YAML <- KEY VALUE pairs, then the method's release-config translation, checks, freeze.
+    Notices for the user (release config recognised, compatibility-only keys set) are kept on the
+    result: lib.config.compat.notices(cfg)."""
     cfg = get_cfg_defaults()
+    loaded = None
     if cfg_file:
         if not os.path.isfile(cfg_file):
             raise UserError(f"config file not found: {cfg_file}")
@@ -90,7 +121,11 @@ def build_config(cfg_file="", opts=(), freeze=True):
         cfg.merge_from_list(_widen_int_opts(cfg, opts))
     except (KeyError, ValueError, AssertionError, TypeError) as e:
         raise UserError(_explain(e, "command line")) from None
+    explicit = set(_dotted_keys(loaded)) | {str(k) for k in opts[0::2]}
+    notes = adopt_method(cfg, explicit)
+    notes += unused_key_notices(cfg)
     check_config(cfg)
+    set_notices(cfg, notes)
     if freeze:
         cfg.freeze()
     return cfg

@@ -124,10 +124,10 @@ _C.TRAIN.OPTIMIZER.WEIGHT_DECAY = 1e-4  # applied to every parameter, BN and bia
 _C.TRAIN.OPTIMIZER.BETAS = (0.9, 0.999)  # Adam / AdamW
 
 _C.TRAIN.LR_SCHEDULER = CN()
-_C.TRAIN.LR_SCHEDULER.TYPE = "multistep"  # multistep | warmup | cosine | constant
+_C.TRAIN.LR_SCHEDULER.TYPE = "multistep"  # multistep | warmup | cosine | constant (per epoch) | warmup_cosine (per iteration)
 _C.TRAIN.LR_SCHEDULER.LR_STEP = [40, 50]  # epochs (1-based) from which the LR is multiplied by LR_FACTOR
 _C.TRAIN.LR_SCHEDULER.LR_FACTOR = 0.1
-_C.TRAIN.LR_SCHEDULER.WARM_EPOCH = 5  # warmup: w(e) = (1/3)(1 - e/W) + e/W for e < W
+_C.TRAIN.LR_SCHEDULER.WARM_EPOCH = 5  # warmup: w(e) = (1/3)(1 - e/W) + e/W for e < W; warmup_cosine: linear from 0 over W epochs
 _C.TRAIN.LR_SCHEDULER.COSINE_DECAY_END = 0  # cosine period T_max in epochs; 0 = MAX_EPOCH
 _C.TRAIN.LR_SCHEDULER.ETA_MIN = 0.0  # cosine floor (absolute LR)
 _C.TRAIN.LR_SCHEDULER.STEP_AT_EPOCH_START = True  # BoT: epoch e uses t = e; False: t = e - 1 (PyTorch end-of-epoch)

@@ -1,7 +1,8 @@
-"""Optimizer from the method's parameter groups, and the per-epoch LR schedule.
+"""Optimizer from the method's parameter groups, and the LR schedule.
 
-The schedule is a factor f(e) of the 1-based epoch e (specs/bag_of_tricks.md §5); every group
-gets lr = BASE_LR * f(e) * lr_scale, so per-expert LR ratios (ACE) survive every schedule.
+The schedule is a factor f of the 1-based epoch e, or of the iteration for warmup_cosine
+(specs/bag_of_tricks.md §5); every group gets lr = BASE_LR * f * lr_scale, so per-group LR ratios
+(ACE's experts, ViT layer-wise decay) survive every schedule.
 """
 import math
 
@@ -37,34 +38,53 @@ def build_optimizer(cfg, method):
     raise UserError(f"unknown TRAIN.OPTIMIZER.TYPE {opt_cfg.TYPE!r}; valid: SGD, ADAM, ADAMW")
 
 
-class EpochLR:
-    """lr(e) = BASE_LR * f(e) * lr_scale for each group; `set_epoch(e)` at the start of epoch e.
+class LRSchedule:
+    """lr = BASE_LR * f * lr_scale for each group. The trainer calls `set_epoch(e)` at the start of epoch e
+    and `step(e, i, n)` before each optimizer step (i of n iterations done in epoch e).
 
-    multistep: f = LR_FACTOR ** #{m in LR_STEP : m <= e}
+    multistep: f(e) = LR_FACTOR ** #{m in LR_STEP : m <= e}
     warmup:    multistep times w(e) = (1/3)(1 - e/W) + e/W for e < W (W = WARM_EPOCH)
-    cosine:    f = eta + (1 - eta)(1 + cos(pi t / T)) / 2, eta = ETA_MIN / BASE_LR, T = COSINE_DECAY_END
-               or MAX_EPOCH; t = e (BoT/NCL step at epoch start) or e - 1 (STEP_AT_EPOCH_START False)
+    cosine:    f(e) = eta + (1 - eta)(1 + cos(pi t / T)) / 2, eta = ETA_MIN / BASE_LR, T = COSINE_DECAY_END
+               or the run's epochs; t = e (BoT/NCL step at epoch start) or e - 1 (STEP_AT_EPOCH_START False)
     constant:  f = 1
+    warmup_cosine (per iteration, MAE/BEiT fine-tuning): t = e - 1 + i/n epochs;
+               f = t/W for t < W, else eta + (1 - eta)(1 + cos(pi (t - W)/(T - W))) / 2
+    The per-epoch types change the LR once per epoch; `step` re-applies them only when a group's
+    lr_scale changed (a method's `lr_scales`).
     """
 
-    def __init__(self, cfg, optimizer):
+    TYPES = ("multistep", "warmup", "cosine", "constant", "warmup_cosine")
+
+    def __init__(self, cfg, optimizer, epochs=None):
         s = cfg.TRAIN.LR_SCHEDULER
         self.optimizer = optimizer
         self.base_lr = cfg.TRAIN.OPTIMIZER.BASE_LR
         self.kind = s.TYPE
-        if self.kind not in ("multistep", "warmup", "cosine", "constant"):
-            raise UserError(f"unknown TRAIN.LR_SCHEDULER.TYPE {s.TYPE!r}; valid: multistep, warmup, cosine, constant")
+        if self.kind not in self.TYPES:
+            raise UserError(f"unknown TRAIN.LR_SCHEDULER.TYPE {s.TYPE!r}; valid: {', '.join(self.TYPES)}")
         self.steps = list(s.LR_STEP)
         self.factor = s.LR_FACTOR
         self.warm = s.WARM_EPOCH
-        self.period = s.COSINE_DECAY_END or cfg.TRAIN.MAX_EPOCH
+        self.period = s.COSINE_DECAY_END or epochs or cfg.TRAIN.MAX_EPOCH
+        if self.kind == "warmup_cosine" and self.period <= self.warm:
+            raise UserError(f"TRAIN.LR_SCHEDULER warmup_cosine needs COSINE_DECAY_END (or the run's epochs, "
+                            f"{self.period}) > WARM_EPOCH ({self.warm})")
         self.eta = s.ETA_MIN / self.base_lr if self.base_lr else 0.0
         self.at_start = s.STEP_AT_EPOCH_START
+        self.per_iteration = self.kind == "warmup_cosine"
         self.epoch = 0
+        self.f = None
 
-    def lr_factor(self, e):
+    def lr_factor(self, e, frac=0.0):
+        """f at epoch e (1-based) plus `frac` of it done (used by the per-iteration type only)."""
         if self.kind == "constant":
             return 1.0
+        if self.kind == "warmup_cosine":
+            t = e - 1 + frac
+            if t < self.warm:
+                return t / self.warm
+            t = min(t, self.period)
+            return self.eta + (1 - self.eta) * (1 + math.cos(math.pi * (t - self.warm) / (self.period - self.warm))) / 2
         if self.kind == "cosine":
             t = e if self.at_start else e - 1
             t = min(max(t, 0), self.period)
@@ -74,11 +94,27 @@ class EpochLR:
             f *= (1.0 / 3.0) * (1 - e / self.warm) + e / self.warm
         return f
 
-    def set_epoch(self, e):
-        self.epoch = e
-        f = self.lr_factor(e)
+    def _apply(self, f):
+        self.f = f
         for g in self.optimizer.param_groups:
             g["lr"] = self.base_lr * f * g.get("lr_scale", 1.0)
+
+    def set_epoch(self, e):
+        self.epoch = e
+        self._apply(self.lr_factor(e))
+
+    def step(self, e, i, n, lr_scales=None):
+        """Before the optimizer step of iteration i (0-based) of n in epoch e; `lr_scales` {group name: s}."""
+        changed = False
+        if lr_scales:
+            for g in self.optimizer.param_groups:
+                s = lr_scales.get(g.get("name"))
+                if s is not None and s != g.get("lr_scale"):
+                    g["lr_scale"], changed = float(s), True
+        if self.per_iteration:
+            self._apply(self.lr_factor(e, i / max(n, 1)))
+        elif changed:
+            self._apply(self.f if self.f is not None else self.lr_factor(e))
 
     def state_dict(self):
         return {"epoch": self.epoch}

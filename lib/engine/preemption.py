@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from . import distributed as dist_utils
+from ..utils import distributed as dist_utils
 
 
 class Preempted(Exception):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..config import notices
 from ..data.build import DataSplits, eval_loader, train_loader
 from ..evaluation.evaluator import evaluate
 from ..evaluation.metrics import format_groups
@@ -20,10 +21,10 @@ from ..evaluation.reports import summary_table, write_evaluation
 from ..methods import build_method
 from ..utils.errors import UserError
 from ..utils.logger import MetricWriter, RunLogger
-from . import distributed as dist_utils
+from ..utils import distributed as dist_utils
 from .amp import AmpContext
 from .checkpoint import extract_state_dict, load_checkpoint, load_weights, rng_state, save_checkpoint, unwrap
-from .optim import EpochLR, build_optimizer
+from .optim import LRSchedule, build_optimizer
 from .preemption import Preempted, Preemption
 from .resume import check_same_config, find_resume_checkpoint, restore
 from .run_dir import prepare_run_dir, resolve_checkpoint, run_dir_of
@@ -66,10 +67,14 @@ def wrap_model(cfg, method, device, log):
     return method
 
 
-def train_step(model, method, batch, optimizer, amp, epoch, cfg):
-    """One optimisation step: prepare -> forward -> loss -> backward -> step -> hook.
+def train_step(model, method, batch, optimizer, amp, epoch, cfg, schedule=None):
+    """One optimisation step: prepare -> LR for this step -> forward -> loss -> backward -> step -> hook.
+    `schedule` = (LRSchedule, iteration index in the epoch, iterations per epoch), or None.
     Returns (loss, outputs, logs); the step is skipped (loss non-finite) per TRAIN.NONFINITE_LOSS."""
     batch = method.prepare_batch(batch, epoch)
+    if schedule is not None:
+        scheduler, i, n = schedule
+        scheduler.step(epoch, i, n, method.lr_scales(batch))
     with amp.autocast():
         outputs = model(batch)
         loss, logs = method.loss(outputs, batch, epoch)
@@ -106,19 +111,21 @@ class EpochMeter:
 
 
 def train_one_epoch(model, method, loader, optimizer, amp, device, epoch, cfg, log, start_iter=0, meter=None,
-                    preemption=None, save_partial=None):
+                    preemption=None, save_partial=None, scheduler=None):
     """One pass over `loader` (from iteration `start_iter` when resuming mid-epoch); returns the epoch's metrics.
+    `scheduler` (LRSchedule) is stepped before every optimizer step (per-iteration LR, method lr_scales).
 
     On a pre-emption signal it calls `save_partial(iteration, meter)` and raises Preempted."""
     model.train()
     meter = meter or EpochMeter()
     start, seen_here = time.time(), 0
     total = start_iter + len(loader)
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.TRAIN.MAX_EPOCH}", leave=False, dynamic_ncols=True,
+    bar = tqdm(loader, desc=f"epoch {epoch}/{method.epochs}", leave=False, dynamic_ncols=True,
                initial=start_iter, total=total, disable=not (dist_utils.is_main() and log.interactive))
     for it, batch in enumerate(bar, start_iter + 1):
         batch = to_device(batch, device, cfg.TRAIN.CHANNELS_LAST)
-        loss, outputs, logs = train_step(model, method, batch, optimizer, amp, epoch, cfg)
+        loss, outputs, logs = train_step(model, method, batch, optimizer, amp, epoch, cfg,
+                                         None if scheduler is None else (scheduler, it - 1, total))
         bs = batch["label"].shape[0]
         if not torch.isfinite(loss):
             if cfg.TRAIN.NONFINITE_LOSS != "skip":
@@ -194,7 +201,7 @@ def train(cfg, resume="", auto_resume=False):
         method.to(memory_format=torch.channels_last)
     model = wrap_model(cfg, method, device, log)
     optimizer = build_optimizer(cfg, method)
-    scheduler = EpochLR(cfg, optimizer)
+    scheduler = LRSchedule(cfg, optimizer, method.epochs)
     loader = train_loader(cfg, data.train, world, rank, cfg.SEED)
     valid_loader = eval_loader(cfg, data.valid, world, rank) if data.valid else None
 
@@ -219,6 +226,8 @@ def train(cfg, resume="", auto_resume=False):
     if dist_utils.is_main():
         data.save_label_map(run_dir)
     log.info(f"run folder {run_dir}; device {device}; processes {world}; method {cfg.METHOD}")
+    for line in notices(cfg):
+        log.info(f"notice: {line}")
     log.info(f"train {len(data.train)} images, {data.num_classes} classes, max/min per class "
              f"{max(counts)}/{min(counts)}; valid {len(data.valid) if data.valid else 0}; "
              f"test {len(data.test) if data.test else 0}")
@@ -233,7 +242,7 @@ def train(cfg, resume="", auto_resume=False):
 
     preemption = Preemption()
     try:
-        for epoch in range(state["epoch"] + 1, cfg.TRAIN.MAX_EPOCH + 1):
+        for epoch in range(state["epoch"] + 1, method.epochs + 1):
             start_iter = state["iteration"] if epoch == state["epoch"] + 1 else 0
             loader.sampler.set_epoch(epoch)
             loader.sampler.skip(start_iter * loader.batch_size)
@@ -245,23 +254,27 @@ def train(cfg, resume="", auto_resume=False):
             tr = train_one_epoch(
                 model, method, loader, optimizer, amp, device, epoch, cfg, log, start_iter,
                 EpochMeter(state["meter"]) if start_iter else None, preemption,
-                lambda it, meter, e=epoch: save("latest.pth", e - 1, it, meter))
+                lambda it, meter, e=epoch: save("latest.pth", e - 1, it, meter), scheduler)
             state.update(iteration=0, meter=None)
             tr.update(method.on_epoch_end(epoch) or {})
             lr = optimizer.param_groups[0]["lr"]
             writer.scalars(epoch, {"train/" + k: v for k, v in tr.items()}, lr)
-            msg = (f"epoch {epoch}/{cfg.TRAIN.MAX_EPOCH} train loss {tr['loss']:.4f} acc {tr['acc']:.2f} "
+            msg = (f"epoch {epoch}/{method.epochs} train loss {tr['loss']:.4f} acc {tr['acc']:.2f} "
                    f"lr {lr:.3e} {tr['images_per_s']:.0f} img/s {time.time() - t0:.1f}s")
             if tr["skipped_steps"]:
                 msg += f" skipped {tr['skipped_steps']} non-finite steps"
             valid_report = None
-            if valid_loader and (epoch % cfg.VALID_STEP == 0 or epoch == cfg.TRAIN.MAX_EPOCH):
+            if valid_loader and (epoch % cfg.VALID_STEP == 0 or epoch == method.epochs):
                 valid_report, _, _ = evaluate(model, method, valid_loader, device, counts, cfg.TEST.SHOT_RULE,
                                               amp.autocast, channels_last=cfg.TRAIN.CHANNELS_LAST)
                 writer.scalars(epoch, {"valid/" + k: valid_report[k] for k in ("top1", "loss", "many", "medium", "few")
                                        if valid_report[k] is not None})
+                writer.scalars(epoch, {f"valid_{m}/{k}": r[k] for m, r in valid_report["members"].items()
+                                       for k in ("top1", "many", "medium", "few") if r[k] is not None})
                 writer.pair(epoch, tr, valid_report)
                 msg += f" | valid top1 {valid_report['top1']:.2f} {format_groups(valid_report)}"
+                if valid_report["members"]:
+                    msg += " | " + " ".join(f"{m} {r['top1']:.2f}" for m, r in valid_report["members"].items())
             log.info(msg)
             is_best = valid_report is not None and valid_report["top1"] > state["best_result"]
             if is_best:
@@ -293,7 +306,7 @@ def final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log)
         log.info("no VALID_JSON or TEST_JSON: skipping evaluation")
         return {}
     selection = "last epoch"
-    ckpt_epoch = cfg.TRAIN.MAX_EPOCH
+    ckpt_epoch = method.epochs
     best = os.path.join(run_dir, "models", "best_model.pth")
     if data.valid is not None and data.test is not None and os.path.isfile(best):
         load_weights(method, extract_state_dict(load_checkpoint(best)), best)
@@ -309,7 +322,7 @@ def final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log)
         return {}
     meta = {"name": cfg.NAME, "method": cfg.METHOD, "split": split, "json": getattr(dataset, "json_path", ""),
             "checkpoint_selection": selection, "checkpoint_epoch": ckpt_epoch, "backbone": cfg.BACKBONE.TYPE,
-            "epochs": cfg.TRAIN.MAX_EPOCH, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA}
+            "epochs": method.epochs, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA}
     results = write_evaluation(run_dir, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE,
                                data.class_names())
     log.info(f"{split} split, checkpoint: {selection}\n" + summary_table(report))

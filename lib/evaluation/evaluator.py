@@ -4,7 +4,7 @@ import contextlib
 import torch
 from torch.nn import functional as F
 
-from ..engine import distributed as dist_utils
+from ..utils import distributed as dist_utils
 from .metrics import classification_report
 
 

@@ -19,7 +19,17 @@ itself with `@METHODS.register("name")`; it is selected by the config key `METHO
     after_optimizer_step()       after every optimizer step (MaxNorm projection, EMA updates)
     classifier_heads()           heads with .weight/.bias, for post-hoc tau-norm and reports
     after_pretrained_loaded()    stage two: called after NETWORK.PRETRAINED_MODEL is loaded
-    add_config(cfg) [static]     add the method's own config node (e.g. cfg.WB) to the defaults
+    epochs                       number of epochs the trainer runs (default TRAIN.MAX_EPOCH; ACE adds
+                                 its un-mixed epochs)
+    lr_scales(batch)             -> None or {group name: lr_scale}, asked before every optimizer step
+                                 (a per-iteration LR ratio, e.g. ACE's batch_share rule)
+    add_config(cfg) [static]     add the method's own config node (e.g. cfg.WB) to the defaults, and the
+                                 release's keys it accepts (lib/config/compat.py: accept_unused)
+    matches_release_config(cfg) [static]  True if a YAML without METHOD is this method's original
+                                 release config (then METHOD is set to this method, with a notice)
+    adapt_config(cfg, explicit) [static]  translate the release's spellings in place before the config
+                                 is frozen (explicit = dotted keys the YAML / command line set);
+                                 returns notices for the log. Must be idempotent.
 """
 import torch
 from torch import nn
@@ -39,6 +49,21 @@ class Method(nn.Module):
     @staticmethod
     def add_config(cfg):
         """Add this method's config node; the default adds nothing."""
+
+    @staticmethod
+    def matches_release_config(cfg):
+        return False
+
+    @staticmethod
+    def adapt_config(cfg, explicit):
+        return []
+
+    @property
+    def epochs(self):
+        return self.cfg.TRAIN.MAX_EPOCH
+
+    def lr_scales(self, batch):
+        return None
 
     def prepare_batch(self, batch, epoch):
         return batch

@@ -7,7 +7,7 @@ NETWORK.PRETRAINED_MODEL, BACKBONE.FREEZE and CLASSIFIER.REINIT.
 """
 import torch
 
-from ..engine import distributed as dist_utils
+from ..utils import distributed as dist_utils
 from ..losses import build_loss
 from ..models.heads import build_head
 from ..models.network import Network

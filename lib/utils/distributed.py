@@ -4,7 +4,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from ..utils.errors import UserError
+from .errors import UserError
 
 
 def is_distributed():
