@@ -47,12 +47,13 @@ _C.NETWORK.PRETRAINED = False  # initialise the whole method from NETWORK.PRETRA
 _C.NETWORK.PRETRAINED_MODEL = ""  # a checkpoint of this framework (stage two: cRT, LWS, WB)
 
 _C.BACKBONE = CN()
-_C.BACKBONE.TYPE = "res32_cifar"  # res32_cifar, res34_cifar, res10, res50, res152, resnext50
+_C.BACKBONE.TYPE = "res32_cifar"  # res32_cifar, res34_cifar, res10, res50, res152, resnext50, vit_b16, vit_tiny_p4
 _C.BACKBONE.IN_CHANNELS = 0  # 0 = from COLOR_SPACE (3 for RGB, 1 for L)
 _C.BACKBONE.INIT = "kaiming"  # kaiming | pytorch (NCL's res50/res152)
 _C.BACKBONE.PRETRAINED_MODEL = ""  # local state-dict file for the backbone only; never downloaded
 _C.BACKBONE.FREEZE = False  # freeze backbone parameters and keep its BN in eval mode
 _C.BACKBONE.FREEZE_BN = True  # with FREEZE: BN statistics frozen too (False replicates WB's train-mode BN)
+_C.BACKBONE.DROP_PATH = 0.0  # ViTs: stochastic depth rate of the last block (linear from 0 over the blocks)
 _C.BACKBONE.BN_EVAL = False  # keep the backbone's BatchNorm in eval mode (fixed statistics, affine still trains)
 
 _C.MODULE = CN()
@@ -122,6 +123,8 @@ _C.TRAIN.OPTIMIZER.MOMENTUM = 0.9
 _C.TRAIN.OPTIMIZER.NESTEROV = True  # BoT/NCL default
 _C.TRAIN.OPTIMIZER.WEIGHT_DECAY = 1e-4  # applied to every parameter, BN and bias included
 _C.TRAIN.OPTIMIZER.BETAS = (0.9, 0.999)  # Adam / AdamW
+_C.TRAIN.OPTIMIZER.LAYER_DECAY = 1.0  # < 1: layer-wise LR decay d^(L+1-i) for layer i (ViTs, BEiT/MAE); 1 = off
+_C.TRAIN.OPTIMIZER.NO_WEIGHT_DECAY_1D = False  # no weight decay on biases, norm weights, pos_embed, cls_token
 
 _C.TRAIN.LR_SCHEDULER = CN()
 _C.TRAIN.LR_SCHEDULER.TYPE = "multistep"  # multistep | warmup | cosine | constant (per epoch) | warmup_cosine (per iteration)

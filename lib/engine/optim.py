@@ -11,20 +11,61 @@ import torch
 from ..utils.errors import UserError
 
 
+def param_layer_ids(method):
+    """{parameter: (layer id, number of layer ids)} for the parameters of modules that define
+    `lr_layer_id(name)` and `num_lr_layers` (the ViTs, BEiT-style layer-wise decay), and of modules with an
+    integer `lr_layer_at` attribute (e.g. a head tapping block 7 takes block 7's id); others: none."""
+    ids, top = {}, None
+    for mod in method.modules():
+        if hasattr(mod, "lr_layer_id"):
+            top = mod.num_lr_layers
+            for name, p in mod.named_parameters():
+                ids.setdefault(p, mod.lr_layer_id(name))
+    if top is None:  # no layered backbone: nothing to decay
+        return {}
+    for mod in method.modules():
+        if isinstance(getattr(mod, "lr_layer_at", None), int):
+            for p in mod.parameters():
+                ids[p] = mod.lr_layer_at
+    return {p: (i, top) for p, i in ids.items()}
+
+
+def no_decay_params(method):
+    """Parameters without weight decay under TRAIN.OPTIMIZER.NO_WEIGHT_DECAY_1D: 1-D tensors (biases, norm
+    weights) and whatever a module lists in `no_weight_decay()` (ViT: pos_embed, cls_token)."""
+    out = {p for p in method.parameters() if p.ndim <= 1}
+    for mod in method.modules():
+        if hasattr(mod, "no_weight_decay") and callable(mod.no_weight_decay):
+            names = mod.no_weight_decay()
+            out |= {p for n, p in mod.named_parameters(recurse=False) if n in names}
+    return out
+
+
 def build_optimizer(cfg, method):
+    """One optimizer group per method group (its `lr_scale`, `weight_decay`), split further when
+    TRAIN.OPTIMIZER.LAYER_DECAY < 1 (lr_scale x d^(L+1-layer id), BEiT) or NO_WEIGHT_DECAY_1D is set."""
     opt_cfg = cfg.TRAIN.OPTIMIZER
+    decay = float(opt_cfg.LAYER_DECAY)
+    if not 0 < decay <= 1:
+        raise UserError(f"TRAIN.OPTIMIZER.LAYER_DECAY must be in (0, 1], got {decay}")
+    layer = param_layer_ids(method) if decay < 1 else {}
+    no_wd = no_decay_params(method) if opt_cfg.NO_WEIGHT_DECAY_1D else set()
     groups = []
     for g in method.param_groups():
-        params = [p for p in g["params"] if p.requires_grad]
-        if not params:
-            continue
-        groups.append({
-            "params": params,
-            "lr": opt_cfg.BASE_LR * g.get("lr_scale", 1.0),
-            "lr_scale": g.get("lr_scale", 1.0),
-            "weight_decay": g.get("weight_decay", opt_cfg.WEIGHT_DECAY),
-            "name": g.get("name", ""),
-        })
+        scale = g.get("lr_scale", 1.0)
+        wd = g.get("weight_decay", opt_cfg.WEIGHT_DECAY)
+        parts = {}
+        for p in g["params"]:
+            if not p.requires_grad:
+                continue
+            lid, top = layer.get(p, (None, None))
+            key = (lid, top, p in no_wd)
+            parts.setdefault(key, []).append(p)
+        for (lid, top, skip_wd), params in parts.items():
+            s = scale * (decay ** (top - 1 - lid) if lid is not None else 1.0)
+            name = g.get("name", "") + (f"/layer{lid}" if lid is not None else "") + ("/no_wd" if skip_wd else "")
+            groups.append({"params": params, "lr": opt_cfg.BASE_LR * s, "lr_scale": s,
+                           "weight_decay": 0.0 if skip_wd else wd, "name": name})
     if not groups:
         raise UserError("the method has no trainable parameters (check BACKBONE.FREEZE / the method config)")
     kind = opt_cfg.TYPE.upper()

@@ -4,8 +4,9 @@ Every backbone returns the pooled feature f ∈ R^d from `forward(x)` and expose
 (`stem`, `layer1` … `layer3`/`layer4`) as separately callable modules, so multi-expert
 methods (ACE, CADEL) can share lower stages and copy or tap upper ones.
 
-Names (registry `BACKBONES`): res32_cifar, res34_cifar, res10, res50, res152, resnext50.
-Factory signature: `factory(in_channels=3, init="kaiming") -> Backbone`.
+Names (registry `BACKBONES`): res32_cifar, res34_cifar, res10, res50, res152, resnext50, and the
+timm Vision Transformers vit_b16, vit_tiny_p4 (lib/models/vit.py; same interface, tokens as stage outputs).
+Factory signature: `factory(in_channels=3, init="kaiming") -> Backbone` (ViTs: image_size, drop_path too).
 """
 from collections import OrderedDict
 
@@ -215,12 +216,37 @@ def resnext50(in_channels=3, init="kaiming"):
     return _from_torchvision(net, False, in_channels, init)
 
 
-# ---------------------------------------------------------------- builder
-def build_backbone(name, in_channels=3, init="kaiming", pretrained="", shape_match="error"):
-    """Build a registered backbone; if `pretrained` is a non-empty local path, load it (keys with "fc." skipped)."""
-    net = BACKBONES.get(name, "BACKBONE.TYPE")(in_channels=in_channels, init=init)
-    if pretrained:
-        from .pretrained import load_pretrained
+# ---------------------------------------------------------------- Vision Transformers (lib/models/vit.py, timm)
+def _vit_factory(name):
+    def factory(in_channels=3, init="kaiming", image_size=(224, 224), drop_path=0.0):
+        from . import vit  # timm is imported only when a ViT is built
 
-        load_pretrained(net, pretrained, shape_match=shape_match)
+        return vit.FACTORIES[name](in_channels, image_size, drop_path)
+
+    factory.takes_image_size = True
+    return factory
+
+
+for _name in ("vit_b16", "vit_tiny_p4"):
+    BACKBONES.register(_name)(_vit_factory(_name))
+
+
+# ---------------------------------------------------------------- builder
+def build_backbone(name, in_channels=3, init="kaiming", pretrained="", shape_match="error", image_size=None,
+                   drop_path=0.0):
+    """Build a registered backbone; if `pretrained` is a non-empty local path, load it (ResNets: keys with "fc."
+    skipped, lib/models/pretrained.py; ViTs: their own loader with position-embedding resampling).
+    `image_size` (H, W) and `drop_path` (stochastic depth rate) are used by the ViTs only."""
+    factory = BACKBONES.get(name, "BACKBONE.TYPE")
+    if getattr(factory, "takes_image_size", False):
+        net = factory(in_channels=in_channels, image_size=tuple(image_size or (224, 224)), drop_path=drop_path)
+    else:
+        net = factory(in_channels=in_channels, init=init)
+    if pretrained:
+        if hasattr(net, "load_pretrained"):
+            net.load_pretrained(pretrained)
+        else:
+            from .pretrained import load_pretrained
+
+            load_pretrained(net, pretrained, shape_match=shape_match)
     return net

@@ -9,6 +9,14 @@ def in_channels(cfg):
     return cfg.BACKBONE.IN_CHANNELS or (1 if cfg.COLOR_SPACE == "L" else 3)
 
 
+def backbone_from_config(cfg, pretrained=None):
+    """The configured backbone (BACKBONE.TYPE, channels from COLOR_SPACE, INIT, INPUT_SIZE and DROP_PATH for
+    ViTs), loaded from BACKBONE.PRETRAINED_MODEL unless `pretrained` says otherwise ("" = none)."""
+    return build_backbone(cfg.BACKBONE.TYPE, in_channels(cfg), init=cfg.BACKBONE.INIT,
+                          pretrained=cfg.BACKBONE.PRETRAINED_MODEL if pretrained is None else pretrained,
+                          image_size=cfg.INPUT_SIZE, drop_path=cfg.BACKBONE.DROP_PATH)
+
+
 class Network(nn.Module):
     """`features(x)` -> (B, d) pooled feature; `forward(x)` -> logits (B, C).
 
@@ -19,9 +27,7 @@ class Network(nn.Module):
 
     def __init__(self, cfg, num_classes):
         super().__init__()
-        self.backbone = build_backbone(
-            cfg.BACKBONE.TYPE, in_channels(cfg), init=cfg.BACKBONE.INIT, pretrained=cfg.BACKBONE.PRETRAINED_MODEL
-        )
+        self.backbone = backbone_from_config(cfg)
         self.head = build_head(
             cfg.CLASSIFIER.TYPE, self.backbone.out_dim, num_classes,
             bias=cfg.CLASSIFIER.BIAS, scale=cfg.CLASSIFIER.COS_SCALE,
