@@ -9,7 +9,7 @@ from ..utils.errors import UserError
 from .checkpoint import extract_state_dict, load_checkpoint, load_weights, set_rng_state
 
 # keys that may change between a run and its resumption
-RUN_CONTROL_KEYS = ("NAME", "OUTPUT_DIR", "TRAIN.MAX_EPOCH", "TRAIN.NUM_WORKERS", "RESUME_MODEL", "RESUME_MODE",
+RUN_CONTROL_KEYS = ("NAME", "OUTPUT_DIR", "TRAIN.MAX_EPOCH", "TRAIN.UNMIX_EPOCH", "TRAIN.NUM_WORKERS", "RESUME_MODEL", "RESUME_MODE",
                     "AUTO_RESUME", "DEVICE", "GPUS", "CPU_MODE", "VALID_STEP", "SAVE_STEP", "SHOW_STEP", "PIN_MEMORY",
                     "TEST", "TRAIN.TENSORBOARD", "DATASET.CHECK_IMAGES")
 

@@ -228,6 +228,8 @@ def train(cfg, resume="", auto_resume=False):
     log.info(f"run folder {run_dir}; device {device}; processes {world}; method {cfg.METHOD}")
     for line in notices(cfg):
         log.info(f"notice: {line}")
+    for line in method.describe():
+        log.info(line)
     log.info(f"train {len(data.train)} images, {data.num_classes} classes, max/min per class "
              f"{max(counts)}/{min(counts)}; valid {len(data.valid) if data.valid else 0}; "
              f"test {len(data.test) if data.test else 0}")

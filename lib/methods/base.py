@@ -23,6 +23,7 @@ itself with `@METHODS.register("name")`; it is selected by the config key `METHO
                                  its un-mixed epochs)
     lr_scales(batch)             -> None or {group name: lr_scale}, asked before every optimizer step
                                  (a per-iteration LR ratio, e.g. ACE's batch_share rule)
+    describe()                   -> lines the trainer logs once at start-up (e.g. ACE's expert splits)
     add_config(cfg) [static]     add the method's own config node (e.g. cfg.WB) to the defaults, and the
                                  release's keys it accepts (lib/config/compat.py: accept_unused)
     matches_release_config(cfg) [static]  True if a YAML without METHOD is this method's original
@@ -64,6 +65,9 @@ class Method(nn.Module):
 
     def lr_scales(self, batch):
         return None
+
+    def describe(self):
+        return []
 
     def prepare_batch(self, batch, epoch):
         return batch
