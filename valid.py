@@ -1,11 +1,13 @@
-"""Evaluate a trained run: python valid.py CONFIG [--checkpoint PATH] [KEY VALUE ...]
+"""Evaluate a trained run: python3 valid.py [--cfg] CONFIG [--checkpoint PATH] [--split test|valid] [KEY VALUE ...]
+
+Flags may come before or after CONFIG (lib/utils/cli.py).
 
 Writes results.json, per_class.csv/json, per_class_accuracy.png and confusion_matrix.png into
 OUTPUT_DIR/NAME/eval/<split>_<checkpoint>/ (or --out) and prints the many/medium/few table.
 Post-hoc options: TEST.TAU_NORM.USE_TAU_NORM/TAU, TEST.LOGIT_ADJUST.TAU, TEST.FLIP_TTA.
 """
-import argparse
 import os
+import re
 
 import torch
 
@@ -19,31 +21,38 @@ from lib.evaluation.evaluator import evaluate
 from lib.evaluation.reports import summary_table, write_evaluation
 from lib.methods import build_method
 from lib.models.posthoc import tau_normalize_
+from lib.utils.cli import Flag, parse_command_line
 from lib.utils.errors import UserError, exit_on_user_error
 
 
+FLAGS = (
+    Flag("--checkpoint", metavar="PATH", help="checkpoint to evaluate (default: TEST.MODEL_FILE in the run's models/)"),
+    Flag("--split", metavar="SPLIT", choices=("test", "valid"), help="split to evaluate (default TEST.SPLIT)"),
+    Flag("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/NAME/eval/<split>_<checkpoint>)"),
+    Flag("--gpus", metavar="IDS", help="BoT's flag: evaluate on GPU IDS[0] (same as DEVICE cuda GPUS [IDS])"),
+)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cfg", nargs="?", help="YAML config of the run")
-    p.add_argument("--cfg", dest="cfg_flag", help="same as the positional CONFIG (BoT style)")
-    p.add_argument("--checkpoint", default="", help="checkpoint path (default: TEST.MODEL_FILE in the run's models/)")
-    p.add_argument("--split", choices=["test", "valid"], help="split to evaluate (default TEST.SPLIT)")
-    p.add_argument("--out", default="", help="output folder (default OUTPUT_DIR/NAME/eval/<split>_<checkpoint>)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
-    return p.parse_args(argv)
+    args = parse_command_line(argv, "python3 valid.py", FLAGS, __doc__)
+    if args.gpus is not None:
+        if not re.fullmatch(r"\d+(,\d+)*", args.gpus):
+            raise UserError(f"--gpus must be comma-separated GPU ids (e.g. 0 or 0,1), got {args.gpus!r}")
+        args.opts += ["DEVICE", "cuda", "GPUS", f"[{args.gpus}]"]
+    args.checkpoint = args.checkpoint or ""
+    args.out = args.out or ""
+    return args
 
 
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    cfg_file = args.cfg or args.cfg_flag
-    if not cfg_file:
-        raise UserError("give the run's config: python valid.py CONFIG [KEY VALUE ...]")
-    cfg = build_config(cfg_file, args.opts)
+    cfg = build_config(args.cfg, args.opts)
     for line in notices(cfg):
         print(f"notice: {line}")
     split = args.split or cfg.TEST.SPLIT
-    ckpt_path = args.checkpoint or resolve_checkpoint(cfg, cfg.TEST.MODEL_FILE, "TEST.MODEL_FILE")
+    ckpt_path = resolve_checkpoint(cfg, args.checkpoint, "--checkpoint") if args.checkpoint else \
+        resolve_checkpoint(cfg, cfg.TEST.MODEL_FILE, "TEST.MODEL_FILE")
     device = choose_device(cfg)
 
     data = DataSplits(cfg, need_train=False)

@@ -1,26 +1,28 @@
-"""Train a method from a YAML config: python main/train.py --cfg FILE [--ar | --resume PATH] [KEY VALUE ...]"""
-import argparse
+"""Train a method from a YAML config.
+
+    python3 main/train.py [--cfg] CONFIG [--ar | --resume PATH] [KEY VALUE ...]
+
+Flags may come before or after CONFIG (lib/utils/cli.py); KEY VALUE pairs override the YAML.
+"""
+import os
 import sys
 
 from lib.config import build_config
 from lib.engine.preemption import Preempted
 from lib.engine.trainer import train
+from lib.utils.cli import TRAIN_FLAGS, parse_command_line
 from lib.utils.errors import exit_on_user_error
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--cfg", required=True, help="YAML config file")
-    p.add_argument("--ar", "--auto-resume", dest="ar", action="store_true",
-                   help="resume from OUTPUT_DIR/NAME/models/latest.pth if it exists")
-    p.add_argument("--resume", default="", help="resume from this checkpoint (path or file in models/)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. TRAIN.MAX_EPOCH 10")
-    return p.parse_args(argv)
+    return parse_command_line(argv, "python3 main/train.py", TRAIN_FLAGS, __doc__)
 
 
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", args.local_rank)
     cfg = build_config(args.cfg, args.opts)
     resume = ""
     if args.resume:

@@ -1,7 +1,8 @@
 """Config = defaults, then the YAML file (--cfg), then trailing KEY VALUE pairs, then freeze.
 
 Every problem (missing file, malformed YAML, unknown key, wrong type) is a one-line UserError
-naming the file or key. Values are parsed with yacs' literal_eval; nothing is eval'ed.
+naming the file or key; all unknown keys of a config are named in one message. Values are parsed
+with yacs' literal_eval; nothing is eval'ed. Command lines are parsed by lib/utils/cli.py.
 """
 import os
 import re
@@ -65,6 +66,43 @@ def _widen_int_opts(cfg, opts):
     return out
 
 
+def _unknown_keys(cfg, loaded, prefix=""):
+    """Every dotted key of `loaded` (a YAML mapping) that the defaults lack; yacs stops at the first."""
+    out = []
+    for k, v in (loaded or {}).items():
+        key = f"{prefix}{k}"
+        if not isinstance(cfg, dict) or k not in cfg:
+            out.append(key)
+        elif isinstance(v, dict) and isinstance(cfg[k], dict):
+            out += _unknown_keys(cfg[k], v, key + ".")
+    return out
+
+
+def _describe_unknown(cfg, keys):
+    import difflib
+
+    known = list(_dotted_keys(cfg))
+    shown = []
+    for key in keys:
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.85)
+        shown.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return f"unknown config key{'s' if len(keys) > 1 else ''} " + ", ".join(shown)
+
+
+def check_known_keys(cfg, cfg_file, loaded, opts):
+    """All unknown keys of the YAML and of the KEY VALUE pairs in one UserError (a config written with
+    another codebase's keys is fixed in one go, not one run per key)."""
+    parts = []
+    in_file = _unknown_keys(cfg, loaded)
+    if in_file:
+        parts.append(f"{cfg_file}: {_describe_unknown(cfg, in_file)}")
+    on_line = [k for k in opts[0::2] if _default_of(cfg, str(k)) is None]
+    if on_line:
+        parts.append(f"command line: {_describe_unknown(cfg, on_line)}")
+    if parts:
+        raise UserError("; ".join(parts))
+
+
 def _dotted_keys(d, prefix=""):
     for k, v in (d or {}).items():
         if isinstance(v, dict):
@@ -109,6 +147,7 @@ def build_config(cfg_file="", opts=(), freeze=True):
             raise UserError(f"{cfg_file}: malformed YAML{at}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise UserError(f"{cfg_file}: top level must be a mapping of config keys")
+        check_known_keys(cfg, cfg_file, loaded, list(opts))
         _widen_ints(cfg, loaded)
         try:
             cfg.merge_from_other_cfg(CN(loaded or {}))
@@ -117,6 +156,7 @@ def build_config(cfg_file="", opts=(), freeze=True):
     opts = list(opts)
     if len(opts) % 2:
         raise UserError(f"command-line overrides must be KEY VALUE pairs; '{opts[-1]}' has no value")
+    check_known_keys(cfg, cfg_file, None, opts)
     try:
         cfg.merge_from_list(_widen_int_opts(cfg, opts))
     except (KeyError, ValueError, AssertionError, TypeError) as e:
