@@ -65,7 +65,9 @@ def build_optimizer(cfg, method):
             s = scale * (decay ** (top - 1 - lid) if lid is not None else 1.0)
             name = g.get("name", "") + (f"/layer{lid}" if lid is not None else "") + ("/no_wd" if skip_wd else "")
             groups.append({"params": params, "lr": opt_cfg.BASE_LR * s, "lr_scale": s,
-                           "weight_decay": 0.0 if skip_wd else wd, "name": name})
+                           "weight_decay": 0.0 if skip_wd else wd, "name": name,
+                           # the method's group and this part's factor on its scale (for per-step lr_scales)
+                           "method_group": g.get("name", ""), "lr_mult": s / scale if scale else 1.0})
     if not groups:
         raise UserError("the method has no trainable parameters (check BACKBONE.FREEZE / the method config)")
     kind = opt_cfg.TYPE.upper()
@@ -145,11 +147,14 @@ class LRSchedule:
         self._apply(self.lr_factor(e))
 
     def step(self, e, i, n, lr_scales=None):
-        """Before the optimizer step of iteration i (0-based) of n in epoch e; `lr_scales` {group name: s}."""
+        """Before the optimizer step of iteration i (0-based) of n in epoch e; `lr_scales` {group name: s}
+        (a method's group name; the parts build_optimizer split it into get s times their own factor)."""
         changed = False
         if lr_scales:
             for g in self.optimizer.param_groups:
                 s = lr_scales.get(g.get("name"))
+                if s is None and g.get("method_group") in lr_scales:  # a part of a split method group
+                    s = lr_scales[g["method_group"]] * g.get("lr_mult", 1.0)
                 if s is not None and s != g.get("lr_scale"):
                     g["lr_scale"], changed = float(s), True
         if self.per_iteration:
