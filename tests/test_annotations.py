@@ -17,7 +17,7 @@ def ann(i, y, fpath=None):
     return {"image_id": i, "fpath": fpath or f"img{i}.png", "category_id": y}
 
 
-@pytest.mark.parametrize("obj, message", [
+BAD_JSONS = [  # (file content, expected message): also run through read_table (tests/test_large_json.py)
     ("{not json", "malformed JSON"),
     ({"num_classes": 2}, "missing key 'annotations'"),
     ({"annotations": [ann(0, 0)]}, "missing key 'num_classes'"),
@@ -29,7 +29,10 @@ def ann(i, y, fpath=None):
     ({"annotations": [ann(0, 0), ann(0, 1)], "num_classes": 2}, "duplicate image_id 0"),
     ({"annotations": [{"image_id": 0, "category_id": 0}], "num_classes": 2}, "annotation 0 has no 'fpath'"),
     ({"annotations": [ann(0, 0)], "num_classes": 0}, "'num_classes' must be an integer >= 1"),
-])
+]
+
+
+@pytest.mark.parametrize("obj, message", BAD_JSONS)
 def test_bad_json_is_reported_with_the_first_bad_entry(tmp_path, obj, message):
     with pytest.raises(UserError, match=message):
         load_annotations(dump(tmp_path, obj), check_images=False)

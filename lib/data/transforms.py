@@ -2,8 +2,15 @@
 
 A pipeline maps a PIL image (already in cfg.COLOR_SPACE, "RGB" or "L") to a float32 tensor C x H x W:
 
-    named PIL-level ops (in the listed order) -> ToImage -> ToDtype(float32, scale=True)
+    named PIL-level ops (in the listed order) [-> Resize(INPUT_SIZE)] -> ToImage -> ToDtype(float32, scale=True)
     -> tensor-level ops (cutout, in the listed order) -> Normalize (always last) -> plain tensor
+
+Image size rule: every pipeline ends at INPUT_SIZE, so any image can reach a batch. The ops in FIXED_SIZE
+produce exactly INPUT_SIZE (random_crop pads smaller images); shorter_resize_for_crop produces another
+size; every other op keeps the size. Unless the last size-changing op of the list is in FIXED_SIZE, a
+final Resize(INPUT_SIZE) (bilinear, antialiased; the identity for an image already of INPUT_SIZE) is
+appended after the PIL-level ops. So an empty TEST_TRANSFORMS passes INPUT_SIZE images unchanged and
+resizes any other image (e.g. one 40x28 image in a 28x28 set) instead of failing at the batch.
 
 Names come from TRANSFORMS.TRAIN_TRANSFORMS / TEST_TRANSFORMS / SECOND_VIEW_TRANSFORMS; their
 parameters from TRANSFORMS.PROCESS_DETAIL and the size S = (H, W) = cfg.INPUT_SIZE. An empty list
@@ -20,6 +27,9 @@ TRANSFORMS = Registry("transform")
 
 # Ops applied to the float tensor in [0, 1] (before Normalize) rather than to the PIL image.
 TENSOR_LEVEL = {"cutout"}
+# Ops whose output is exactly INPUT_SIZE, and the other ops that change the size (image size rule above).
+FIXED_SIZE = {"random_crop", "random_resized_crop", "normal_resize", "center_crop"}
+CHANGES_SIZE = FIXED_SIZE | {"shorter_resize_for_crop"}
 
 # (mean, std) per named normalisation; 1-value constants are for grayscale datasets.
 NORMALIZE_CONSTANTS = {
@@ -234,8 +244,15 @@ class Pipeline(v2.Compose):
     module, and with it the torchvision shim, before any torchvision object inside is restored."""
 
 
+def needs_final_resize(names):
+    """True unless the last size-changing op in `names` produces exactly INPUT_SIZE (image size rule)."""
+    sizing = [n for n in names if n in CHANGES_SIZE]
+    return not sizing or sizing[-1] not in FIXED_SIZE
+
+
 def build_transform(names, cfg, key="TRANSFORMS.TRAIN_TRANSFORMS"):
-    """Pipeline for the transform `names` (a list/tuple); `key` names the config key in error messages."""
+    """Pipeline for the transform `names` (a list/tuple); `key` names the config key in error messages.
+    Ends at INPUT_SIZE (a final Resize when the ops do not fix the size: module docstring)."""
     if isinstance(names, str):
         raise UserError(f"{key} must be a list of transform names, got the string {names!r}")
     _channels(cfg)  # validate COLOR_SPACE early
@@ -244,6 +261,8 @@ def build_transform(names, cfg, key="TRANSFORMS.TRAIN_TRANSFORMS"):
         op = TRANSFORMS.get(name, key)(cfg)
         if op is not None:
             (tensor_ops if name in TENSOR_LEVEL else pil_ops).append(op)
+    if needs_final_resize(list(names)):
+        pil_ops.append(v2.Resize(_size(cfg)))
     ops = pil_ops + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)] + tensor_ops
     stats = normalize_stats(cfg)
     if stats is not None:
