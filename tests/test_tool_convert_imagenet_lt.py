@@ -133,3 +133,24 @@ def test_100k_line_list_converts(tmp_path):
     assert len(obj["annotations"]) == n and obj["num_classes"] == 1000
     assert obj["annotations"][-1] == {"image_id": n - 1, "fpath": str(tmp_path / "root" / "train/n0999/99999.JPEG"),
                                       "category_id": 999}
+
+
+def test_found_and_skipped_lists_are_reported_and_warnings_go_to_stderr(lists, tmp_path, capsys):
+    root, list_dir = lists
+    os.remove(list_dir / "ImageNet_LT_val.txt")
+    _run(tmp_path / "moved_root", list_dir, tmp_path / "out")  # images not under this root
+    out, err = capsys.readouterr()
+    assert f"{list_dir}: found ImageNet_LT_train.txt, ImageNet_LT_test.txt; skipped (not found): " \
+           "ImageNet_LT_val.txt" in out
+    assert f"warning: {list_dir / 'ImageNet_LT_val.txt'} not found: no ImageNet_LT_val.json is written" in err
+    assert "warning: " in err and "first image" in err and "check --image_root" in err
+    assert "warning" not in out
+    assert sorted(os.listdir(tmp_path / "out")) == ["ImageNet_LT_test.json", "ImageNet_LT_train.json"]
+
+
+def test_all_lists_found_reports_no_skipped_split(lists, tmp_path, capsys):
+    root, list_dir = lists
+    _run(root, list_dir, tmp_path / "out")
+    out, err = capsys.readouterr()
+    assert f"{list_dir}: found ImageNet_LT_train.txt, ImageNet_LT_val.txt, ImageNet_LT_test.txt\n" in out
+    assert "skipped" not in out and err == ""

@@ -18,6 +18,7 @@ are present), one `relative/path label` per line with a 0-based label. Output, o
 import argparse
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from lib.data.annotations import validate_annotations
@@ -110,7 +111,7 @@ def convert_split(list_path, image_root, num_classes, probe, workers):
             a["im_height"], a["im_width"] = size[1], size[0]
     elif not os.path.exists(anns[0]["fpath"]):
         print(f"warning: {list_path}: first image {anns[0]['fpath']} not found; check --image_root "
-              f"(the lists hold paths only: the images come from the original dataset)")
+              f"(the lists hold paths only: the images come from the original dataset)", file=sys.stderr)
     obj = {"annotations": anns, "num_classes": num_classes}
     validate_annotations(obj, source=list_path)
     return obj
@@ -125,10 +126,15 @@ def main(argv=None):
         raise UserError(f"--num-classes must be >= 1, got {num_classes}")
     if not os.path.isdir(args.list_dir):
         raise UserError(f"--list_dir {args.list_dir} is not a folder")
-    lists = {s: os.path.join(args.list_dir, f"{name}_{s}.txt") for s in SPLITS}
-    lists = {s: p for s, p in lists.items() if os.path.isfile(p)}
+    candidates = {s: os.path.join(args.list_dir, f"{name}_{s}.txt") for s in SPLITS}
+    lists = {s: p for s, p in candidates.items() if os.path.isfile(p)}
+    skipped = [s for s in SPLITS if s not in lists]
     if not lists:
         raise UserError(f"{args.list_dir}: none of {', '.join(f'{name}_{s}.txt' for s in SPLITS)} found")
+    print(f"{args.list_dir}: found {', '.join(os.path.basename(lists[s]) for s in lists)}"
+          + (f"; skipped (not found): {', '.join(f'{name}_{s}.txt' for s in skipped)}" if skipped else ""))
+    for s in skipped:
+        print(f"warning: {candidates[s]} not found: no {name}_{s}.json is written", file=sys.stderr)
     image_root = os.path.abspath(args.image_root)
     # parse and check every list before writing anything
     results = {s: convert_split(p, image_root, num_classes, args.probe_sizes, args.workers)
