@@ -87,6 +87,23 @@ def all_gather_cat(tensor):
     return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes)])
 
 
+def all_gather_sizes(n, device):
+    """[n of rank 0, n of rank 1, ...] for an int n per rank ([n] outside DDP)."""
+    if not is_distributed():
+        return [int(n)]
+    t = torch.tensor([int(n)], device=device)
+    sizes = [torch.zeros_like(t) for _ in range(world_size())]
+    dist.all_gather(sizes, t)
+    return [int(s.item()) for s in sizes]
+
+
+def broadcast_(tensor, src=0):
+    """In place: every rank gets rank `src`'s tensor (no-op outside DDP)."""
+    if is_distributed():
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
 def cleanup():
     """Destroy the process group once every rank is done. The barrier first: a gloo worker thread still freeing
     the last collective's tensors needs the GIL, and destroying the group then deadlocks at exit (seen once in
