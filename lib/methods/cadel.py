@@ -1,0 +1,214 @@
+"""CADEL: cascaded deep ensemble (Chen et al. 2023; spec: specs/cadel.md).
+
+One backbone with K heads at increasing depth (§2): aux heads on the outputs of the stages named in
+CADEL.TAPS (default: the last-but-two and last-but-one stages: layer2/layer3 of ResNet-50/152 and
+ResNeXt-50, layer1/layer2 of res32_cifar) and a CosNorm head (s = 30, no bias) on the pooled final
+feature. All heads train jointly with the cascaded re-weighted loss (§3, the release's
+`ensemble_loss_v2`); for a batch of N samples, heads k = 1..K shallow to deep:
+
+    p_k,i = P_k(y_i | x_i)  (detached)          m_k,i = mean_{j<=k} p_j,i   (the cascade)
+    bins e_b = b/B, b = 0..B (last edge + 1e-6, so m = 1 is in the last bin); n_b = #{i: m_k,i in bin b}
+    w_k,i = base + gamma * n_{b(i)} / N         (DOWN_WEIGHT: base - gamma * n_{b(i)} / N)
+    L_k   = T * mean_i l_k,i + (1 - T) * mean_i (w_k,i * l_k,i),   T = 1 - epoch / E  (epoch 1..E)
+    L     = sum_k L_k
+
+with (p, l) from a pluggable term function (CADEL.LOSS): "softmax" p = softmax(z)[y],
+l = -log softmax(z)[y] (CNN release); "sigmoid" p = sigmoid(z)[y], l = BCE summed over classes (the
+release's ViT loss `Ensemble_BCE_loss_v3`). Input mixup (CADEL.MIXUP_ALPHA > 0): lam ~ Beta(a, a) once per
+batch, x~ = lam x + (1 - lam) x[perm], loss lam L(y_a) + (1 - lam) L(y_b), the accumulators m_k computed
+separately for each label set. Histograms use the local batch only (per DDP rank, as released).
+
+Prediction (§6): the last head (CADEL.HEADLINE last, how the published CNN numbers were produced) or the
+mean of the K heads' logits (mean, the ViT runner); members head1..headK plus the other combination, so
+every report shows last head, mean of heads and each head. Stage two (§5) is the post-hoc logit
+adjustment z - tau log pi searched on the val split: tools/posthoc_tau.py (generic; it takes its default
+grid from `posthoc_taus`, here CADEL.POSTHOC_TAUS).
+"""
+import torch
+from torch.nn import functional as F
+from yacs.config import CfgNode as CN
+
+from ..models.aux_heads import build_aux_head
+from ..models.backbones import build_backbone
+from ..models.heads import CosNorm
+from ..models.network import in_channels
+from ..models.tapped_network import TappedNetwork, check_taps, default_taps
+from ..utils import distributed as dist_utils
+from ..utils.errors import UserError
+from . import mixing
+from .base import METHODS, Method
+
+HEADLINES = ("last", "mean")
+SHAPE_MATCH = ("skip", "error")
+
+
+# ---------------------------------------------------------------- per-head terms (pluggable: CADEL.LOSS)
+def softmax_terms(z, y):
+    """CNN loss terms: (p, l) with p_i = softmax(z_i)[y_i] detached, l_i = -log softmax(z_i)[y_i]; shapes (N,)."""
+    logp = F.log_softmax(z.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+    return logp.detach().exp(), -logp
+
+
+def sigmoid_terms(z, y):
+    """ViT loss terms: p_i = sigmoid(z_i)[y_i] detached, l_i = sum_c BCE(sigmoid(z_ic), [c = y_i]); shapes (N,)."""
+    z = z.float()
+    target = F.one_hot(y, z.shape[1]).to(z.dtype)
+    l = F.binary_cross_entropy_with_logits(z, target, reduction="none").sum(1)
+    return z.detach().gather(1, y[:, None]).squeeze(1).sigmoid(), l
+
+
+TERMS = {"softmax": softmax_terms, "sigmoid": sigmoid_terms}
+
+
+def anneal_T(epoch, epochs):
+    """T = 1 - epoch / E for the 1-based epoch: 1 - 1/E in the first epoch, 0 in the last."""
+    return 1.0 - float(epoch) / float(epochs)
+
+
+@torch.no_grad()
+def bin_weights(m, bins, gamma, base, down_weight=False):
+    """w_i = base + gamma * n_{b(i)} / N (or base - ... with down_weight) for confidences m (N,) in [0, 1].
+
+    Bin b holds e_b <= m < e_{b+1} with e_b = b / B and the last edge raised by 1e-6 (m = 1 is in bin
+    B - 1); n_b counts the samples of this batch in bin b. Returns (w (N,), n (B,))."""
+    edges = torch.arange(bins + 1, dtype=torch.float32, device=m.device) / bins
+    edges[-1] += 1e-6
+    idx = torch.bucketize(m.float(), edges[1:], right=True).clamp_(0, bins - 1)
+    n = torch.bincount(idx, minlength=bins)
+    frac = n[idx].float() / m.numel()
+    return (base - gamma * frac) if down_weight else (base + gamma * frac), n
+
+
+def cascade_loss(logits, y, T, bins, gamma, base, down_weight=False, terms=softmax_terms):
+    """L = sum_k [T mean_i l_k,i + (1 - T) mean_i w_k,i l_k,i] for head logits [z_1 .. z_K] (each N x C),
+    w_k from the running mean of p_1..p_k (see the module docstring). Returns (L, [L_1 .. L_K])."""
+    per_head, p_sum = [], 0.0
+    for k, z in enumerate(logits, start=1):
+        p, l = terms(z, y)
+        p_sum = p_sum + p
+        w, _ = bin_weights(p_sum / k, bins, gamma, base, down_weight)
+        per_head.append(T * l.mean() + (1 - T) * (w * l).mean())
+    return sum(per_head), per_head
+
+
+@METHODS.register("cadel")
+class CADEL(Method):
+    @staticmethod
+    def add_config(cfg):
+        cfg.CADEL = CN()
+        cfg.CADEL.BINS = 8  # B: confidence bins of the per-sample weights (training_opt.bins)
+        cfg.CADEL.GAMMA = 1.0  # gamma: w = base + gamma * n_b / N (training_opt.gamma)
+        cfg.CADEL.BASE_WEIGHT = 2.0  # base (training_opt.base_weight)
+        cfg.CADEL.DOWN_WEIGHT = False  # w = base - gamma * n_b / N (the unused `ensemble_loss` variant)
+        cfg.CADEL.LOSS = "softmax"  # per-head terms: softmax (CE, CNN release) | sigmoid (BCE over classes, ViT release)
+        cfg.CADEL.MIXUP_ALPHA = 0.0  # input mixup lam ~ Beta(a, a) (criterions.mixup.alpha); 0 = off
+        cfg.CADEL.TAPS = []  # stage outputs read by the aux heads, shallow to deep; [] = last-but-two and last-but-one stages
+        cfg.CADEL.AUX_HEAD = "cnn"  # cnn (Aux_Layer2, 1x1 projection) | places (Aux_Classifier, 3x3 projection)
+        cfg.CADEL.AUX_WIDTH = 0  # aux conv width W (projection 2W); 0 = the backbone's feature width (2048 on ResNet-50)
+        cfg.CADEL.AUX_GROUPS = 32  # groups of the aux head's grouped 3x3 conv
+        cfg.CADEL.AUX_DROPOUT = 0.5  # dropout before each aux head's CosNorm
+        cfg.CADEL.SCALE = 30.0  # CosNorm scale s of every head
+        cfg.CADEL.HEADLINE = "last"  # prediction: last (last head; CNN release) | mean (mean of the heads' logits; ViT)
+        cfg.CADEL.BACKBONE_LR_SCALE = 1.0  # backbone LR / head LR; 0 = backbone frozen, BN statistics still move (Places)
+        cfg.CADEL.PRETRAINED_SHAPE_MATCH = "skip"  # BACKBONE.PRETRAINED_MODEL: skip keys whose shape differs (release) | error
+        cfg.CADEL.POSTHOC_TAUS = [0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5]  # tools/posthoc_tau.py grid (CNN release)
+
+    def __init__(self, cfg, counts):
+        super().__init__(cfg, counts)
+        c = cfg.CADEL
+        if c.BINS < 1:
+            raise UserError(f"CADEL.BINS must be >= 1, got {c.BINS}")
+        if c.LOSS not in TERMS:
+            raise UserError(f"unknown CADEL.LOSS {c.LOSS!r}; valid: {', '.join(TERMS)}")
+        if c.HEADLINE not in HEADLINES:
+            raise UserError(f"unknown CADEL.HEADLINE {c.HEADLINE!r}; valid: {', '.join(HEADLINES)}")
+        if c.PRETRAINED_SHAPE_MATCH not in SHAPE_MATCH:
+            raise UserError(f"unknown CADEL.PRETRAINED_SHAPE_MATCH {c.PRETRAINED_SHAPE_MATCH!r}; "
+                            f"valid: {', '.join(SHAPE_MATCH)}")
+        if c.MIXUP_ALPHA < 0:
+            raise UserError(f"CADEL.MIXUP_ALPHA must be >= 0 (0 = no mixup), got {c.MIXUP_ALPHA}")
+        if c.BACKBONE_LR_SCALE < 0:
+            raise UserError(f"CADEL.BACKBONE_LR_SCALE must be >= 0, got {c.BACKBONE_LR_SCALE}")
+        self.bins, self.gamma, self.base = int(c.BINS), float(c.GAMMA), float(c.BASE_WEIGHT)
+        self.down_weight = bool(c.DOWN_WEIGHT)
+        self.terms = TERMS[c.LOSS]
+        self.alpha = float(c.MIXUP_ALPHA)
+        self.headline = c.HEADLINE
+        self.backbone_lr_scale = float(c.BACKBONE_LR_SCALE)
+        self.posthoc_taus = [float(t) for t in c.POSTHOC_TAUS]  # read by tools/posthoc_tau.py
+
+        backbone = build_backbone(cfg.BACKBONE.TYPE, in_channels(cfg), init=cfg.BACKBONE.INIT)
+        if cfg.BACKBONE.PRETRAINED_MODEL:
+            self._load_backbone(backbone, cfg.BACKBONE.PRETRAINED_MODEL, c.PRETRAINED_SHAPE_MATCH)
+        taps = check_taps(backbone, list(c.TAPS)) if len(c.TAPS) else default_taps(backbone)
+        width = int(c.AUX_WIDTH) or backbone.out_dim
+        aux = [build_aux_head(c.AUX_HEAD, backbone.stage_channels[t], self.num_classes, width=width,
+                              groups=int(c.AUX_GROUPS), dropout=float(c.AUX_DROPOUT), scale=float(c.SCALE))
+               for t in taps]
+        last = CosNorm(backbone.out_dim, self.num_classes, scale=float(c.SCALE))
+        b = cfg.BACKBONE
+        self.net = TappedNetwork(backbone, taps, aux, last,
+                                 freeze_backbone=b.FREEZE or self.backbone_lr_scale == 0,
+                                 bn_eval=b.BN_EVAL or (b.FREEZE and b.FREEZE_BN))
+        self.head_names = [f"head{k}" for k in range(1, self.net.num_heads + 1)]
+
+    @staticmethod
+    def _load_backbone(backbone, path, shape_match):
+        """BACKBONE.PRETRAINED_MODEL, keeping only the keys whose names and shapes match (the release's rule
+        for Places-LT); a file where nothing matches is an error (lib/models/pretrained.py)."""
+        from ..models.pretrained import load_pretrained
+
+        loaded, skipped = load_pretrained(backbone, path, shape_match=shape_match)
+        if dist_utils.is_main():
+            print(f"CADEL: backbone initialised from {path}: {len(loaded)} tensors loaded, {len(skipped)} skipped"
+                  + (f" ({', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''})" if skipped else ""))
+
+    # -- training
+    def prepare_batch(self, batch, epoch):
+        """Input mixup (training, CADEL.MIXUP_ALPHA > 0): lam ~ Beta(a, a) once per batch, a random pairing
+        perm; image <- lam x + (1 - lam) x[perm], adds label_b = y[perm] and lam."""
+        if not (self.training and self.alpha > 0):
+            return batch
+        lam = mixing.sample_lambda(self.alpha)
+        perm, _ = mixing.pair_permutation(batch["image"].shape[0], batch["image"].device)
+        return dict(batch, image=mixing.mix(batch["image"], lam, perm), label_b=batch["label"][perm], lam=lam)
+
+    def forward(self, batch):
+        """[z_1, ..., z_K], each (B, C), shallow to deep."""
+        return self.net(batch["image"])
+
+    def loss(self, outputs, batch, epoch):
+        T = anneal_T(epoch, self.epochs)
+        args = (T, self.bins, self.gamma, self.base, self.down_weight, self.terms)
+        loss, per_head = cascade_loss(outputs, batch["label"], *args)
+        if "label_b" in batch:  # lam L(y_a) + (1 - lam) L(y_b), each with its own accumulators
+            lam = batch["lam"]
+            loss_b, per_head_b = cascade_loss(outputs, batch["label_b"], *args)
+            loss = lam * loss + (1 - lam) * loss_b
+            per_head = [lam * a + (1 - lam) * b for a, b in zip(per_head, per_head_b)]
+        logs = {"T": T}
+        logs.update({f"loss_{n}": v.detach() for n, v in zip(self.head_names, per_head)})
+        return loss, logs
+
+    # -- prediction
+    def predict(self, outputs):
+        mean = torch.stack([z.float() for z in outputs]).mean(0)
+        members = dict(zip(self.head_names, outputs))
+        if self.headline == "last":
+            members["mean_of_heads"] = mean
+            return {"logits": outputs[-1], "members": members}
+        members["last_head"] = outputs[-1]
+        return {"logits": mean, "members": members}
+
+    # -- optimisation
+    def param_groups(self):
+        """SGD groups as released (one per network): backbone (lr_scale CADEL.BACKBONE_LR_SCALE), each head."""
+        groups = [{"params": list(self.net.backbone.parameters()), "lr_scale": self.backbone_lr_scale,
+                   "name": "backbone"}]
+        for name, head in zip(self.head_names, self.net.heads()):
+            groups.append({"params": list(head.parameters()), "lr_scale": 1.0, "name": name})
+        return groups
+
+    def classifier_heads(self):
+        """The K CosNorm classifiers, shallow to deep."""
+        return [getattr(h, "head", h) for h in self.net.heads()]
