@@ -3,7 +3,8 @@
 Flags may come before or after CONFIG (lib/utils/cli.py).
 
 Writes results.json, per_class.csv/json, per_class_accuracy.png and confusion_matrix.png into
-OUTPUT_DIR/NAME/eval/<split>_<checkpoint>/ (or --out) and prints the many/medium/few table.
+OUTPUT_DIR/NAME/eval/<split>_<checkpoint>[_taunorm<tau>][_la<tau>][_flip]/ (one folder per prediction-changing
+option, see lib/evaluation/reports.eval_folder_name; or --out) and prints the many/medium/few table.
 Post-hoc options: TEST.TAU_NORM.USE_TAU_NORM/TAU, TEST.LOGIT_ADJUST.TAU, TEST.FLIP_TTA.
 """
 import os
@@ -18,7 +19,7 @@ from lib.engine.checkpoint import extract_state_dict, load_checkpoint, load_weig
 from lib.utils.distributed import choose_device
 from lib.engine.run_dir import resolve_checkpoint, run_dir_of
 from lib.evaluation.evaluator import evaluate
-from lib.evaluation.reports import summary_table, write_evaluation
+from lib.evaluation.reports import eval_folder_name, summary_table, write_evaluation
 from lib.methods import build_method
 from lib.models.posthoc import tau_normalize_
 from lib.utils.cli import Flag, parse_command_line
@@ -72,7 +73,7 @@ def main(argv=None):
     report, logits, labels = evaluate(method, method, loader, device, data.counts, cfg.TEST.SHOT_RULE, amp.autocast,
                                       flip_tta=cfg.TEST.FLIP_TTA, logit_tau=cfg.TEST.LOGIT_ADJUST.TAU)
     name = os.path.splitext(os.path.basename(ckpt_path))[0]
-    out = args.out or os.path.join(run_dir_of(cfg), "eval", f"{split}_{name}")
+    out = args.out or os.path.join(run_dir_of(cfg), "eval", eval_folder_name(split, name, cfg))
     meta = {"name": cfg.NAME, "method": cfg.METHOD, "split": split, "json": dataset.json_path,
             "checkpoint": ckpt_path, "checkpoint_epoch": int(ckpt.get("epoch", -1)),
             "backbone": cfg.BACKBONE.TYPE, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA,

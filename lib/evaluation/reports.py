@@ -2,6 +2,7 @@
 import csv
 import io
 import os
+import textwrap
 
 import matplotlib
 
@@ -31,50 +32,117 @@ def write_per_class(out_dir, rows):
     write_json(os.path.join(out_dir, "per_class.json"), rows, indent=1)
 
 
-def plot_per_class(path, rows, title):
+MAX_NAMED_CLASSES = 30  # above this many classes, plots label a few class ids and list their names aside
+TITLE_FONTSIZE = 9
+
+
+def fit_title(fig, title, fig_width_in, fontsize=TITLE_FONTSIZE):
+    """The figure's title, centred on the figure and wrapped to its width (about 0.55 em per character), so it
+    is never clipped whatever the axes' position (tight_layout leaves room for it)."""
+    chars = max(20, int(fig_width_in * 72 / (0.55 * fontsize)) - 4)
+    fig.suptitle(textwrap.fill(title, width=chars, break_long_words=True), fontsize=fontsize)
+
+
+def _tick_positions(C, most=12):
+    """At most `most` evenly spaced positions in range(C), first and last included."""
+    step = max(1, -(-C // most))
+    ticks = list(range(0, C, step))
+    if ticks[-1] != C - 1:
+        ticks.append(C - 1)
+    return ticks
+
+
+def per_class_figure(rows, title):
     """Per-class accuracy (bars) with classes sorted by training count, and the count curve (line, log)."""
     rows = sorted(rows, key=lambda r: (-r["train_count"], r["class_id"]))
     x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, min(0.12 * len(rows) + 4, 16)), 4))
+    width = max(6, min(0.12 * len(rows) + 4, 16))
+    fig, ax = plt.subplots(figsize=(width, 4))
     colors = {"many": "#4477aa", "medium": "#ddaa33", "few": "#bb5566"}
     ax.bar(x, [r["accuracy"] or 0 for r in rows], color=[colors[r["group"]] for r in rows], width=0.85)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_xlabel("classes sorted by training count")
-    if len(rows) <= 30:
+    if len(rows) <= MAX_NAMED_CLASSES:
+        ax.set_xlabel("classes sorted by training count")
         ax.set_xticks(list(x))
         ax.set_xticklabels([r["name"] for r in rows], rotation=60, ha="right", fontsize=7)
+    else:
+        ax.set_xlabel("class id, classes sorted by training count (names in per_class.csv)")
+        ticks = _tick_positions(len(rows))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(rows[t]["class_id"]) for t in ticks], fontsize=7)
     ax2 = ax.twinx()
     ax2.plot(list(x), [r["train_count"] for r in rows], color="black", marker=".", lw=1)
     ax2.set_yscale("log")
     ax2.set_ylabel("training images (log)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
     ax.legend(handles, list(colors), loc="upper right", fontsize=8)
-    ax.set_title(title, fontsize=9)
+    fit_title(fig, title, width)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
-def plot_confusion(path, logits, labels, counts, title):
+def plot_per_class(path, rows, title):
+    _save(per_class_figure(rows, title), path)
+
+
+def confusion_figure(logits, labels, counts, title, class_names=None):
+    """Row-normalised confusion matrix, classes sorted by training count. Up to MAX_NAMED_CLASSES classes the
+    axes carry the class names (ids when there are none); above, a dozen ticks carry class ids and, with
+    names, a legend lists those ids' names."""
     C = logits.shape[1]
     cm = confusion_matrix(logits.argmax(1), labels, C).float()
     cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
     order = sorted(range(C), key=lambda c: (-counts[c], c))
     cm = cm[order][:, order]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    named = C <= MAX_NAMED_CLASSES
+    side = max(5.5, min(0.32 * C + 3, 14)) if named else 6.5
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
     im = ax.imshow(cm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xlabel("predicted class (sorted by training count)")
-    ax.set_ylabel("true class (sorted by training count)")
-    ax.set_title(title, fontsize=9)
+    what = "class" if (named and class_names) else "class id"
+    ax.set_xlabel(f"predicted {what} (sorted by training count)")
+    ax.set_ylabel(f"true {what} (sorted by training count)")
+    ticks = list(range(C)) if named else _tick_positions(C)
+    names = [(class_names[order[t]] if class_names and named else str(order[t])) for t in ticks]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(names, rotation=60 if named and class_names else 0, ha="right" if named and class_names
+                       else "center", fontsize=7)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(names, fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.046)
+    if not named and class_names:
+        proxies = [plt.Line2D([], [], ls="", marker="") for _ in ticks]
+        ax.legend(proxies, [f"{order[t]}: {class_names[order[t]]}" for t in ticks], title="class id: name",
+                  loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=7, title_fontsize=7, handlelength=0,
+                  frameon=False)
+    fit_title(fig, title, side)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
+
+
+def plot_confusion(path, logits, labels, counts, title, class_names=None):
+    _save(confusion_figure(logits, labels, counts, title, class_names), path)
 
 
 def _save(fig, path):
     with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")  # nothing drawn outside is cut off
     plt.close(fig)
+
+
+def eval_folder_name(split, checkpoint, cfg):
+    """`<split>_<checkpoint>` plus one suffix per option that changes the prediction, so a post-hoc variant
+    never overwrites the plain evaluation: _taunorm<tau> (TEST.TAU_NORM), _la<tau> (TEST.LOGIT_ADJUST.TAU),
+    _flip (TEST.FLIP_TTA); e.g. test_best_model_taunorm1.0_la1.5_flip."""
+    name = f"{split}_{checkpoint}"
+    t = cfg.TEST
+    if t.TAU_NORM.USE_TAU_NORM:
+        name += f"_taunorm{float(t.TAU_NORM.TAU)}"
+    if t.LOGIT_ADJUST.TAU:
+        name += f"_la{float(t.LOGIT_ADJUST.TAU)}"
+    if t.FLIP_TTA:
+        name += "_flip"
+    return name
 
 
 def write_evaluation(out_dir, report, logits, labels, counts, meta, rule="standard", class_names=None):
@@ -84,7 +152,7 @@ def write_evaluation(out_dir, report, logits, labels, counts, meta, rule="standa
     write_per_class(out_dir, rows)
     title = f"{meta.get('name', '')} · {meta.get('split', '')} · top-1 {report['top1']:.2f}% · {format_groups(report)}"
     plot_per_class(os.path.join(out_dir, "per_class_accuracy.png"), rows, title)
-    plot_confusion(os.path.join(out_dir, "confusion_matrix.png"), logits, labels, counts, title)
+    plot_confusion(os.path.join(out_dir, "confusion_matrix.png"), logits, labels, counts, title, class_names)
     results = dict(meta)
     results.update({k: v for k, v in report.items() if k not in ("per_class", "per_class_count")})
     results["members"] = {k: {m: v[m] for m in ("top1", "many", "medium", "few")} for k, v in report["members"].items()}
