@@ -2,13 +2,22 @@
 
 A key registered with `accept_unused(cfg, key, default, says)` exists in the defaults (so a
 release YAML merges), does nothing here, and, when a config sets it to anything but its default,
-produces one notice: "<key> = <value>: <says>". `says` is a string or a callable (cfg, value) -> str
-for a notice that depends on the run (e.g. "this run uses TRAIN_JSON with IF 15").
+produces one notice: "<key> = <value> is accepted for compatibility and not used here: <says>".
+`says` is a string, a callable (cfg, value) -> str, or a callable (cfg, value, run) -> str for a
+notice that depends on the run's data: `run` is None when the config is built, and at start-up, where
+the trainer knows the training class counts (`notices(cfg, counts)`), a dict with num_classes,
+train_images, imbalance_factor (n_max / n_min) and counts; e.g. "this run uses TRAIN_JSON with IF 15".
+
+The core's own compatibility keys (BoT's DATASET.DATASET, IMBALANCECIFAR.*, EVAL_MODE, MODULE.TYPE,
+TRAIN.DISTRIBUTED, TRAIN.SAMPLER.BBN_SAMPLER.TYPE) are registered at the end of lib/config/defaults.py
+with the texts below; a method registers its release's keys in its `add_config`.
 
 Notices are collected by `build_config` (lib/config/config.py) together with the ones a method's
 `adapt_config` returns, kept on the built config (`notices(cfg)`), and printed once at start-up by
-the trainer and valid.py.
+the trainer (with the run's class counts) and valid.py.
 """
+import inspect
+
 from yacs.config import CfgNode as CN
 
 _UNUSED = {}  # full key -> (default, says)
@@ -40,13 +49,34 @@ def value_of(cfg, key, missing=None):
     return node
 
 
-def unused_key_notices(cfg):
-    """One line per compatibility-only key whose value differs from its default."""
+def run_facts(counts):
+    """What a `says` callable may know at start-up: the training class counts n_c and what follows."""
+    counts = [int(c) for c in counts]
+    lo = min(counts) if counts else 0
+    return {"counts": counts, "num_classes": len(counts), "train_images": sum(counts),
+            "imbalance_factor": (max(counts) / lo) if lo > 0 else float("inf")}
+
+
+def _takes_run(says):
+    try:
+        inspect.signature(says).bind(None, None, None)
+        return True
+    except TypeError:
+        return False
+
+
+def unused_key_notices(cfg, counts=None):
+    """One line per compatibility-only key whose value differs from its default (`counts`: the training
+    class counts, known at start-up, for the notices that use them)."""
     out = []
+    run = run_facts(counts) if counts is not None else None
     for key, (default, says) in sorted(_UNUSED.items()):
         value = value_of(cfg, key, default)
         if _norm(value) != _norm(default):
-            text = says(cfg, value) if callable(says) else says
+            if callable(says):
+                text = says(cfg, value, run) if _takes_run(says) else says(cfg, value)
+            else:
+                text = says
             out.append(f"{key} = {value!r} is accepted for compatibility and not used here: {text}")
     return out
 
@@ -56,10 +86,60 @@ def _norm(v):
 
 
 def set_notices(cfg, lines):
-    # kept outside the key tree (not dumped, not compared on resume); survives freeze
+    """Keep `lines` (the method's release-config notices) on `cfg`; the unused-key notices are added by
+    `notices`. Kept outside the key tree (not dumped, not compared on resume); survives freeze."""
     cfg.__dict__["_notices"] = list(lines)
 
 
-def notices(cfg):
-    """What build_config wants the user told once (release config recognised, unused keys, readings applied)."""
-    return list(cfg.__dict__.get("_notices", []))
+def notices(cfg, counts=None):
+    """What the user is told once: release config recognised, readings applied (set_notices), then one line
+    per compatibility-only key that is set. With the training class `counts` (the trainer, at start-up) the
+    notices that depend on the data say what this run's data is (e.g. its imbalance factor)."""
+    return list(cfg.__dict__.get("_notices", [])) + unused_key_notices(cfg, counts)
+
+
+# ---------------------------------------------------------------- the core's compatibility-only keys
+def _data(cfg, run):
+    """'DATASET.TRAIN_JSON (<file>: 10 classes, 2,478 images, IF 100)'; the counts only at start-up."""
+    import os
+
+    name = os.path.basename(cfg.DATASET.TRAIN_JSON) or "(empty)"
+    if run is None:
+        return f"DATASET.TRAIN_JSON ({name})"
+    return (f"DATASET.TRAIN_JSON ({name}: {run['num_classes']} classes, {run['train_images']:,} images, "
+            f"IF {run['imbalance_factor']:.3g})")
+
+
+def _says_dataset(cfg, value, run=None):
+    return f"every dataset is read from its annotation JSONs; this run trains on {_data(cfg, run)}"
+
+
+def _says_imbalance_ratio(cfg, value, run=None):
+    factor = f"{1 / value:.3g}" if value > 0 else "IF"
+    text = (f"an imbalanced set is built by tools/make_cifar_lt.py --imb_factor {factor} (or converted by "
+            f"tools/convert_from_tfrecords.py); this run uses {_data(cfg, run)} as it is")
+    if run is not None and value > 0 and abs(run["imbalance_factor"] * value - 1) > 0.05:
+        text += f", not the IF {factor} this key asks for"
+    return text
+
+
+def _says_imbalance_seed(cfg, value, run=None):
+    return f"the selection seed is tools/make_cifar_lt.py --seed; this run uses {_data(cfg, run)} as it was built"
+
+
+def _says_sampler(cfg, value, run=None):
+    return (f"BBN's two-branch sampling is not implemented; TRAIN.SAMPLER.TYPE ({cfg.TRAIN.SAMPLER.TYPE!r}) "
+            f"chooses this run's sampler (BBN's reversed sampler: TRAIN.SAMPLER.TYPE 'weighted sampler' with "
+            f"TRAIN.SAMPLER.WEIGHTED_SAMPLER.TYPE reverse)")
+
+
+CORE_UNUSED = {  # key -> what a user who sets it is told
+    "EVAL_MODE": "main/train.py always trains; evaluate a run with python3 valid.py CONFIG",
+    "DATASET.DATASET": _says_dataset,
+    "DATASET.IMBALANCECIFAR.RATIO": _says_imbalance_ratio,
+    "DATASET.IMBALANCECIFAR.RANDOM_SEED": _says_imbalance_seed,
+    "MODULE.TYPE": "the pooling is always global average pooling (GAP)",
+    "TRAIN.DISTRIBUTED": "DDP is on when torchrun starts the run: bash distributed_data_parallel_train.sh CONFIG "
+                         "NUM_GPUS GPU_IDS",
+    "TRAIN.SAMPLER.BBN_SAMPLER.TYPE": _says_sampler,
+}

@@ -11,7 +11,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from ..utils.errors import UserError
-from .compat import set_notices, unused_key_notices
+from .compat import set_notices
 from .defaults import get_defaults
 
 
@@ -131,8 +131,8 @@ def adopt_method(cfg, explicit):
 
 def build_config(cfg_file="", opts=(), freeze=True):
     """defaults <- YAML <- KEY VALUE pairs, then the method's release-config translation, checks, freeze.
-    Notices for the user (release config recognised, compatibility-only keys set) are kept on the
-    result: lib.config.compat.notices(cfg)."""
+    Notices for the user (release config recognised, compatibility-only keys set) are read from the
+    result with lib.config.compat.notices(cfg[, counts])."""
     cfg = get_cfg_defaults()
     loaded = None
     if cfg_file:
@@ -163,7 +163,6 @@ def build_config(cfg_file="", opts=(), freeze=True):
         raise UserError(_explain(e, "command line")) from None
     explicit = set(_dotted_keys(loaded)) | {str(k) for k in opts[0::2]}
     notes = adopt_method(cfg, explicit)
-    notes += unused_key_notices(cfg)
     check_config(cfg)
     set_notices(cfg, notes)
     if freeze:

@@ -6,6 +6,8 @@ method, e.g. `WB`) through `add_config(cfg)`; see lib/methods/base.py.
 """
 from yacs.config import CfgNode as CN
 
+from .compat import CORE_UNUSED, accept_unused, value_of
+
 _C = CN()
 
 _C.NAME = "default"  # run name: outputs go to OUTPUT_DIR/NAME/
@@ -24,21 +26,20 @@ _C.COLOR_SPACE = "RGB"  # RGB (3 channels) or L (grayscale, 1 channel)
 _C.RESUME_MODEL = ""  # checkpoint to resume from: a file in OUTPUT_DIR/NAME/models/ or a path
 _C.RESUME_MODE = "all"  # all: weights+optimizer+scheduler+epoch+RNG; state_dict: weights only
 _C.AUTO_RESUME = False  # resume from models/latest.pth if present (the --ar / --resume flag)
-_C.EVAL_MODE = False  # accepted for BoT compatibility; unused
+_C.EVAL_MODE = False  # accepted for BoT compatibility; unused (a notice when set)
 _C.CPU_MODE = False  # accepted for BoT compatibility; same as DEVICE cpu
 
 # ---------------------------------------------------------------- dataset
 _C.DATASET = CN()
-_C.DATASET.DATASET = "json"  # accepted for compatibility; every dataset is read from JSON
+_C.DATASET.DATASET = "json"  # accepted for compatibility; every dataset is read from JSON (a notice when set)
 _C.DATASET.ROOT = ""  # relative fpaths resolve against this (else against the JSON's folder)
 _C.DATASET.TRAIN_JSON = ""  # training annotations; class counts n_c always come from here
 _C.DATASET.VALID_JSON = ""  # model selection split ("best" checkpoint); "" = none
 _C.DATASET.TEST_JSON = ""  # final evaluation split; "" = none
 _C.DATASET.NUM_CLASSES = 0  # 0 = take num_classes from TRAIN_JSON; else must match it
 _C.DATASET.CHECK_IMAGES = True  # check every image file exists at start-up
-_C.DATASET.EXIF_TRANSPOSE = False  # apply the EXIF orientation tag (off: ignored, as the original loaders)
 _C.DATASET.REORDER_CLASSES = False  # rank classes by training count (descending) at load time
-_C.DATASET.IMBALANCECIFAR = CN()  # accepted for BoT compatibility (the generator is tools/make_cifar_lt.py)
+_C.DATASET.IMBALANCECIFAR = CN()  # accepted for BoT compatibility (a notice when set; tools/make_cifar_lt.py)
 _C.DATASET.IMBALANCECIFAR.RATIO = 0.01
 _C.DATASET.IMBALANCECIFAR.RANDOM_SEED = 0
 
@@ -58,7 +59,7 @@ _C.BACKBONE.DROP_PATH = 0.0  # ViTs: stochastic depth rate of the last block (li
 _C.BACKBONE.BN_EVAL = False  # keep the backbone's BatchNorm in eval mode (fixed statistics, affine still trains)
 
 _C.MODULE = CN()
-_C.MODULE.TYPE = "GAP"  # accepted for compatibility; pooling is global average pooling
+_C.MODULE.TYPE = "GAP"  # accepted for compatibility; pooling is global average pooling (a notice when set)
 
 _C.CLASSIFIER = CN()
 _C.CLASSIFIER.TYPE = "FC"  # FC, cos, FCNorm, LWS, CosNorm
@@ -89,7 +90,7 @@ _C.TRAIN.MAX_EPOCH = 60
 _C.TRAIN.SHUFFLE = True
 _C.TRAIN.NUM_WORKERS = 4
 _C.TRAIN.DROP_LAST = False
-_C.TRAIN.DISTRIBUTED = False  # accepted for compatibility; DDP is detected from torchrun's environment
+_C.TRAIN.DISTRIBUTED = False  # accepted for compatibility (a notice when set); DDP is detected from torchrun
 _C.TRAIN.SYNCBN = False  # convert BatchNorm to SyncBatchNorm under DDP
 _C.TRAIN.APEX = False  # NVIDIA apex is superseded by torch.amp: True means AMP on, with a notice
 _C.TRAIN.USE_AMP = False  # ACE's key: same as AMP.ENABLE
@@ -115,7 +116,7 @@ _C.TRAIN.TWO_STAGE.START_EPOCH = 1
 _C.TRAIN.SAMPLER = CN()
 _C.TRAIN.SAMPLER.TYPE = "default"  # default (instance) | weighted sampler
 _C.TRAIN.SAMPLER.WEIGHTED_SAMPLER = CN({"TYPE": "balance"})  # balance | square | progressive | reverse
-_C.TRAIN.SAMPLER.BBN_SAMPLER = CN({"TYPE": "reverse"})  # accepted for compatibility
+_C.TRAIN.SAMPLER.BBN_SAMPLER = CN({"TYPE": "reverse"})  # accepted for compatibility (a notice when set)
 
 _C.TRAIN.OPTIMIZER = CN()
 _C.TRAIN.OPTIMIZER.TYPE = "SGD"  # SGD | ADAM | ADAMW
@@ -167,6 +168,13 @@ _C.TRANSFORMS.PROCESS_DETAIL.CUTOUT = CN({"LENGTH": 16, "HOLES": 1})
 _C.TRANSFORMS.PROCESS_DETAIL.AUTOAUGMENT = CN({"POLICY": "cifar10", "FILL": 128})
 _C.TRANSFORMS.PROCESS_DETAIL.RANDAUGMENT = CN({"NUM_OPS": 2, "MAGNITUDE": 10})
 _C.TRANSFORMS.PROCESS_DETAIL.SHORTER_RESIZE_RATIO = 0.875  # Resize(S / 0.875) before a centre crop
+
+# ---------------------------------------------------------------- accepted for compatibility only
+# Keys of the originals' YAMLs that do nothing here (marked "accepted for compatibility" above): each
+# prints one notice at start-up when set to anything but its default, saying what it does here
+# (the texts: lib/config/compat.py CORE_UNUSED).
+for _key, _says in CORE_UNUSED.items():
+    accept_unused(_C, _key, value_of(_C, _key), _says)
 
 
 def get_defaults():

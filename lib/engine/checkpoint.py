@@ -3,10 +3,17 @@
 A checkpoint is a plain dict of tensors and Python primitives (loadable with
 `torch.load(..., weights_only=True)`): state_dict, optimizer, scheduler, scaler, sampler,
 epoch, best_result, best_epoch, rng, method, config (the resolved YAML as text).
+
+Checkpoints from elsewhere: the original repositories store `best_result` as a numpy scalar, so
+numpy scalars, dtypes and arrays are on the weights_only allow-list (`safe_torch_load`); they are
+rebuilt without running pickled code. Anything else that needs a Python global is refused with one
+line naming the global and saying how to re-save the weights.
 """
 import os
 import pickle
 import random
+import re
+import time
 import zipfile
 
 import numpy as np
@@ -55,6 +62,49 @@ def save_checkpoint(path, payload):
     payload = dict(payload, format_version=FORMAT_VERSION)
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
+    _SAVED[os.path.abspath(path)] = (int(payload.get("epoch", 0)), int(payload.get("iteration", 0)))
+
+
+def numpy_safe_globals():
+    """numpy's scalar, dtype and array constructors under the names numpy 1.x (`numpy.core`) and 2.x
+    (`numpy._core`) write into pickles: what `torch.load(weights_only=True)` may rebuild besides
+    tensors. Each only builds a value from plain data (no attribute lookup, no call of a pickled name)."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    out = [np.dtype, np.ndarray]
+    for fn in (core.multiarray.scalar, core.multiarray._reconstruct):
+        out += [(fn, f"{mod}.multiarray.{fn.__name__}") for mod in ("numpy.core", "numpy._core")]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25: numpy.dtypes.Float64DType, ...
+    if dtypes is not None:
+        out += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType") and isinstance(getattr(dtypes, n), type)]
+    return out
+
+
+def _refusal(path, err):
+    """torch's refusal text (terminal escape codes, "two options", the cause at the end) -> one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    m = re.search(r"GLOBAL ([\w.]+) was not an allowed global", text)
+    if m:
+        what = f"the Python global '{m.group(1)}'"
+    else:
+        m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        what = f"content weights-only loading cannot read ({(m.group(1) if m else text.strip()[:120]).strip()})"
+    return (f"refusing to load {path}: it is not a plain weights file: it holds {what}, which only a full "
+            f"unpickle (torch.load weights_only=False, which can run code) would rebuild; tensors, numbers, "
+            f"strings, containers and numpy scalars/dtypes/arrays load safely. If you trust its source, re-save "
+            f"its weights: python3 -c \"import torch; c = torch.load('{path}', weights_only=False); "
+            f"torch.save(c.get('state_dict', c), 'weights.pth')\"")
+
+
+def safe_torch_load(path):
+    """torch.load(weights_only=True) with numpy's scalars/dtypes/arrays allowed (numpy_safe_globals).
+    Raises UserError (one line) for a file that needs any other Python global."""
+    try:
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(_refusal(path, e)) from None
 
 
 def load_checkpoint(path):
@@ -62,10 +112,7 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise UserError(f"refusing to load {path}: it is not a plain weights file ({first[:160]})") from None
+        ckpt = safe_torch_load(path)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0][:160]})") from None
     if not isinstance(ckpt, dict):
@@ -82,16 +129,37 @@ def extract_state_dict(ckpt):
     raise UserError("checkpoint holds no state_dict")
 
 
-def load_weights(model, state_dict, source, allow_missing=()):
+def _matches(key, substrings):
+    return any(s in key for s in substrings)
+
+
+def load_weights(model, state_dict, source, allow_missing=(), may_mismatch=()):
     """Load into the bare module; name every missing/unexpected key and shape mismatch in one line.
 
-    `allow_missing`: key substrings that may be absent (e.g. a head being re-trained)."""
+    `allow_missing`: key substrings that may be absent (e.g. LWS's scales, initialised to 1).
+    `may_mismatch`: key substrings the caller re-initialises after loading (a method's
+    `pretrained_may_mismatch`, e.g. the head under CLASSIFIER.REINIT): there a different shape, a missing
+    or an extra key is skipped instead of refused. Every other key must fit.
+    Returns the skipped keys, described ("net.head.weight (10, 64) vs model (5, 64)")."""
     target = unwrap(model)
     own = target.state_dict()
     state_dict = strip_prefix(state_dict)
+    skipped = []
+    for k in list(state_dict):
+        if not _matches(k, may_mismatch):
+            continue
+        if k not in own:
+            skipped.append(f"{k} (not in this model)")
+            del state_dict[k]
+        elif tuple(state_dict[k].shape) != tuple(own[k].shape):
+            skipped.append(f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}")
+            del state_dict[k]
+    skipped += [f"{k} (not in the checkpoint)" for k in own if k not in state_dict and _matches(k, may_mismatch)
+                and not _matches(k, allow_missing)]
     shape = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state_dict.items()
              if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in state_dict and not any(s in k for s in allow_missing)]
+    missing = [k for k in own if k not in state_dict and not _matches(k, allow_missing)
+               and not _matches(k, may_mismatch)]
     unexpected = [k for k in state_dict if k not in own]
     if shape or missing or unexpected:
         parts = []
@@ -103,3 +171,32 @@ def load_weights(model, state_dict, source, allow_missing=()):
             parts.append("unexpected keys: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
         raise UserError(f"checkpoint {source} does not fit this model ({' | '.join(parts)})")
     target.load_state_dict(state_dict, strict=False)
+    return skipped
+
+
+# ---------------------------------------------------------------- what is on disk (for error messages)
+_SAVED = {}  # absolute path -> (epoch, iteration) of what this process last wrote there
+_STARTED = time.time()  # about when this process started (DDP: rank 0 writes, the others see the file change)
+
+
+def last_good_state(models_dir):
+    """What `models_dir/latest.pth` holds, in words, for a run stopped by an error: written by this run
+    (which epoch), written before this run started (an earlier run in the same folder, or the checkpoint
+    this run resumed from), or nothing saved yet."""
+    path = os.path.join(models_dir, "latest.pth")
+    rel = os.path.join("models", "latest.pth")
+    if not os.path.isfile(path):
+        return "no checkpoint has been written yet (the first is models/latest.pth at the end of epoch 1)"
+    mine = _SAVED.get(os.path.abspath(path))
+    try:
+        if mine is None:
+            ckpt = safe_torch_load(path)
+            mine = (int(ckpt.get("epoch", -1)), int(ckpt.get("iteration", 0)))
+            if os.path.getmtime(path) < _STARTED:
+                return (f"{rel} holds epoch {mine[0]}, written before this run started: this run has saved "
+                        f"nothing yet")
+    except Exception:  # an unreadable leftover: say so rather than fail while reporting
+        return f"{rel} exists but is not readable"
+    epoch, iteration = mine
+    at = f"epoch {epoch + 1}, iteration {iteration}" if iteration else f"the end of epoch {epoch}"
+    return f"{rel} holds the last good state ({at})"

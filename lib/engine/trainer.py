@@ -23,7 +23,8 @@ from ..utils.errors import UserError
 from ..utils.logger import MetricWriter, RunLogger
 from ..utils import distributed as dist_utils
 from .amp import AmpContext
-from .checkpoint import extract_state_dict, load_checkpoint, load_weights, rng_state, save_checkpoint, unwrap
+from .checkpoint import (extract_state_dict, last_good_state, load_checkpoint, load_weights, rng_state, save_checkpoint,
+                         unwrap)
 from .optim import LRSchedule, build_optimizer
 from .preemption import Preempted, Preemption
 from .resume import check_same_config, find_resume_checkpoint, restore
@@ -129,9 +130,9 @@ def train_one_epoch(model, method, loader, optimizer, amp, device, epoch, cfg, l
         bs = batch["label"].shape[0]
         if not torch.isfinite(loss):
             if cfg.TRAIN.NONFINITE_LOSS != "skip":
-                raise NonFiniteLoss(
-                    f"non-finite loss {loss.item()} at epoch {epoch}, iteration {it}; stopped (models/latest.pth "
-                    f"holds the last good state; TRAIN.NONFINITE_LOSS skip skips such steps)")
+                on_disk = last_good_state(os.path.join(run_dir_of(cfg), "models"))
+                raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch}, iteration {it}; stopped "
+                                    f"({on_disk}; TRAIN.NONFINITE_LOSS skip skips such steps)")
             meter.add("skipped", 1)
         else:
             with torch.no_grad():
@@ -192,10 +193,14 @@ def train(cfg, resume="", auto_resume=False):
     method = build_method(cfg, counts)
     if cfg.NETWORK.PRETRAINED:
         path = resolve_checkpoint(cfg, cfg.NETWORK.PRETRAINED_MODEL, "NETWORK.PRETRAINED_MODEL")
-        load_weights(method, extract_state_dict(load_checkpoint(path)), path,
-                     allow_missing=getattr(method, "pretrained_may_lack", ()))
+        skipped = load_weights(method, extract_state_dict(load_checkpoint(path)), path,
+                               allow_missing=getattr(method, "pretrained_may_lack", ()),
+                               may_mismatch=getattr(method, "pretrained_may_mismatch", ()))
         method.after_pretrained_loaded()
-        log.info(f"initialised from {path}")
+        log.info(f"initialised from {path}" + (f"; not loaded, re-initialised by the method: {', '.join(skipped)}"
+                                               if skipped else ""))
+    for line in sorted({m.pretrained_report for m in method.modules() if getattr(m, "pretrained_report", "")}):
+        log.info(line)  # BACKBONE.PRETRAINED_MODEL: what was loaded and skipped (lib/models/pretrained.py)
     method.to(device)
     if cfg.TRAIN.CHANNELS_LAST:
         method.to(memory_format=torch.channels_last)
@@ -226,7 +231,7 @@ def train(cfg, resume="", auto_resume=False):
     if dist_utils.is_main():
         data.save_label_map(run_dir)
     log.info(f"run folder {run_dir}; device {device}; processes {world}; method {cfg.METHOD}")
-    for line in notices(cfg):
+    for line in notices(cfg, counts):
         log.info(f"notice: {line}")
     for line in method.describe():
         log.info(line)

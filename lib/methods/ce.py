@@ -108,6 +108,13 @@ class CrossEntropyMethod(Method):
         -- LWS stage two: an FC checkpoint has W, b under the same keys but no sigma (initialised to 1)."""
         return ("net.head.scales",) if self.cfg.CLASSIFIER.TYPE == "LWS" else ()
 
+    @property
+    def pretrained_may_mismatch(self):
+        """Keys after_pretrained_loaded re-initialises, so a NETWORK.PRETRAINED_MODEL's may differ in shape (or be
+        absent or extra) and are skipped with a log line: the head under CLASSIFIER.REINIT (cRT onto a dataset
+        with another class count). Every other key must fit (lib/engine/checkpoint.py: load_weights)."""
+        return ("net.head.",) if self.cfg.CLASSIFIER.REINIT else ()
+
     def after_pretrained_loaded(self):
         if self.cfg.CLASSIFIER.REINIT:  # cRT: a fresh classifier on the loaded features
             old = self.net.head
