@@ -38,6 +38,7 @@ _C.DATASET.VALID_JSON = ""  # model selection split ("best" checkpoint); "" = no
 _C.DATASET.TEST_JSON = ""  # final evaluation split; "" = none
 _C.DATASET.NUM_CLASSES = 0  # 0 = take num_classes from TRAIN_JSON; else must match it
 _C.DATASET.CHECK_IMAGES = True  # check every image file exists at start-up
+_C.DATASET.EXIF_TRANSPOSE = False  # apply the EXIF orientation tag (off: ignored, as the original loaders)
 _C.DATASET.REORDER_CLASSES = False  # rank classes by training count (descending) at load time
 _C.DATASET.IMBALANCECIFAR = CN()  # accepted for BoT compatibility (a notice when set; tools/make_cifar_lt.py)
 _C.DATASET.IMBALANCECIFAR.RATIO = 0.01
