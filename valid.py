@@ -49,14 +49,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args.cfg, args.opts)
-    for line in notices(cfg):
-        print(f"notice: {line}")
     split = args.split or cfg.TEST.SPLIT
     ckpt_path = resolve_checkpoint(cfg, args.checkpoint, "--checkpoint") if args.checkpoint else \
         resolve_checkpoint(cfg, cfg.TEST.MODEL_FILE, "TEST.MODEL_FILE")
     device = choose_device(cfg)
 
     data = DataSplits(cfg, need_train=False)
+    for line in notices(cfg, data.counts):  # with the training counts: notices can name the run's IF
+        print(f"notice: {line}")
     dataset = data.test if split == "test" else data.valid
     if dataset is None:
         key = "DATASET.TEST_JSON" if split == "test" else "DATASET.VALID_JSON"

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 tool = load_tool("replace_path")
-OLD = "/media/ssd2/lijun/data/places365_standard"
+OLD = "/media/ssd2/user/data/places365_standard"
 
 
 def _write(path, fpaths, extra=True):
@@ -71,9 +71,9 @@ def test_no_matching_root_exits_nonzero_and_leaves_file_byte_identical(places_js
     path, _ = places_json
     original = path.read_bytes()
     with pytest.raises(SystemExit) as e:
-        tool.main(["--json_file", str(path), "-f", "/media/ssd1/lijun", "-r", "/new", "--backup"])
+        tool.main(["--json_file", str(path), "-f", "/media/ssd1/user", "-r", "/new", "--backup"])
     assert e.value.code == 2
-    assert "no fpath contains '/media/ssd1/lijun'" in capsys.readouterr().err
+    assert "no fpath contains '/media/ssd1/user'" in capsys.readouterr().err
     assert path.read_bytes() == original
     assert sorted(os.listdir(path.parent)) == [path.name]  # no backup, no temp file
 
@@ -118,8 +118,8 @@ def test_all_three_arguments_are_required(places_json):
 def test_large_file_with_200k_entries_is_rewritten(tmp_path):
     path = tmp_path / "iNat.json"
     n = 200_000
-    _write(path, [f"/media/ssd1/lijun/inaturalist2018/train_val2018/Plantae/{i}.jpg" for i in range(n)], extra=False)
-    tool.main(["--json_file", str(path), "-f", "/media/ssd1/lijun/inaturalist2018", "-r", "/data/inat"])
+    _write(path, [f"/media/ssd1/user/inaturalist2018/train_val2018/Plantae/{i}.jpg" for i in range(n)], extra=False)
+    tool.main(["--json_file", str(path), "-f", "/media/ssd1/user/inaturalist2018", "-r", "/data/inat"])
     anns = json.loads(path.read_text())["annotations"]
     assert len(anns) == n
     assert anns[-1]["fpath"] == f"/data/inat/train_val2018/Plantae/{n - 1}.jpg"

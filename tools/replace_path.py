@@ -8,7 +8,7 @@ written, the file is replaced atomically (temp file + fsync + os.replace), `--ba
 the number of changed fpaths is printed, and a find_root that matches no fpath is an error.
 
     python tools/replace_path.py --json_file data/Places_LT_val.json \
-        -f /media/ssd2/lijun/data/places365_standard -r /data/places365_standard --backup
+        -f /media/ssd2/user/data/places365_standard -r /data/places365_standard --backup
 """
 import argparse
 import json
