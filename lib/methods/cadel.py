@@ -33,7 +33,6 @@ from ..models.backbones import build_backbone
 from ..models.heads import CosNorm
 from ..models.network import in_channels
 from ..models.tapped_network import TappedNetwork, check_taps, default_taps
-from ..utils import distributed as dist_utils
 from ..utils.errors import UserError
 from . import mixing
 from .base import METHODS, Method
@@ -155,13 +154,11 @@ class CADEL(Method):
     @staticmethod
     def _load_backbone(backbone, path, shape_match):
         """BACKBONE.PRETRAINED_MODEL, keeping only the keys whose names and shapes match (the release's rule
-        for Places-LT); a file where nothing matches is an error (lib/models/pretrained.py)."""
+        for Places-LT); a file where nothing matches is an error. lib/models/pretrained.py keeps a one-line
+        report of what was loaded and skipped on the backbone (`pretrained_report`), which the trainer logs."""
         from ..models.pretrained import load_pretrained
 
-        loaded, skipped = load_pretrained(backbone, path, shape_match=shape_match)
-        if dist_utils.is_main():
-            print(f"CADEL: backbone initialised from {path}: {len(loaded)} tensors loaded, {len(skipped)} skipped"
-                  + (f" ({', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''})" if skipped else ""))
+        load_pretrained(backbone, path, shape_match=shape_match)
 
     # -- training
     def prepare_batch(self, batch, epoch):
