@@ -17,7 +17,6 @@ Output: <out>/fmnist_lt_if{IF}/{images/..., fmnist_lt_if{IF}_{train,val,test}.js
 build_info.json}; grayscale PNGs (mode L) and fpaths relative to the JSON folder. Re-running with the same
 parameters is a no-op (build_info.json records them); --force rebuilds.
 """
-import argparse
 import gzip
 import json
 import os
@@ -28,6 +27,7 @@ import numpy as np
 from lib.data.image_folder_writer import write_image_folder_dataset
 from lib.data.longtail import (describe_counts, exponential_counts, format_imb_factor, format_validation_report,
                                select_long_tail, validation_from_leftover)
+from lib.utils import cli
 from lib.utils.errors import UserError, exit_on_user_error
 
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
@@ -113,7 +113,7 @@ def is_built(folder, prefix, params):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--source", default=DEFAULT_SOURCE, help=f"folder with the IDX .gz files (default {DEFAULT_SOURCE})")
     p.add_argument("--output_path", "--output-path", default="data/fashion_mnist_lt")
     p.add_argument("--n_max", "--n-max", type=int, default=1000, help="images of the largest class (default 1000)")

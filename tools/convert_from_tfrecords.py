@@ -12,7 +12,6 @@ complete. Reads records with the `tfrecord` package; no TensorFlow.
 
     python tools/convert_from_tfrecords.py --input_path data/cui_tfrecords --output_path data/cifar_lt
 """
-import argparse
 import os
 import shutil
 from collections import Counter
@@ -22,6 +21,7 @@ from PIL import Image
 
 from lib.data.annotations import validate_annotations
 from lib.data.longtail import exponential_counts
+from lib.utils import cli
 from lib.utils.atomic import write_json
 from lib.utils.errors import UserError, exit_on_user_error
 
@@ -38,7 +38,7 @@ IMAGE_BYTES = 3 * 32 * 32
 
 
 def get_parser():
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description="Convert Cui et al.'s CIFAR-LT TFRecords (cifar-{10,100}-data-im-{0.01,0.02}/"
         "{train,eval}.tfrecords) into <out>/<prefix>/images/<label>/<mode>_<step>.<ext> and "
         "<out>/<prefix>/<prefix>_{train,valid}.json. No TensorFlow needed.")

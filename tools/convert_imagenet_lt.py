@@ -15,13 +15,13 @@ are present), one `relative/path label` per line with a 0-based label. Output, o
     python tools/convert_imagenet_lt.py --dataset imagenet_lt --list_dir data/ImageNet_LT_lists \
         --image_root /data/ILSVRC2012 --output_path data/ImageNet_LT
 """
-import argparse
 import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from lib.data.annotations import validate_annotations
+from lib.utils import cli
 from lib.utils.atomic import atomic_open
 from lib.utils.errors import UserError, exit_on_user_error
 
@@ -34,7 +34,7 @@ SPLITS = ("train", "val", "test")
 
 
 def get_parser():
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description="Convert ImageNet-LT / Places-LT split lists (<Name>_{train,val,test}.txt, lines "
         "'relative/path label') into <Name>_{train,val,test}.json annotation files.")
     p.add_argument("--dataset", required=True, choices=sorted(DATASETS),

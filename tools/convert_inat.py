@@ -15,11 +15,11 @@ Category ids must be exactly 0..C-1. Run once for train2018.json and once for va
     python tools/convert_inat.py --input_json data/iNat18/train2018.json --image_root data/iNat18 \
         --output_json data/iNat18/iNat18_train.json
 """
-import argparse
 import json
 import os
 
 from lib.data.annotations import read_json, validate_annotations
+from lib.utils import cli
 from lib.utils.atomic import atomic_open
 from lib.utils.errors import UserError, exit_on_user_error
 
@@ -27,7 +27,7 @@ INAT18_CLASSES = 8142
 
 
 def get_parser():
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description="Convert the official iNaturalist 2018 train2018.json / val2018.json into our "
         "annotation JSON, joining annotations to images by image_id.")
     p.add_argument("--input_json", required=True, help="official train2018.json or val2018.json")

@@ -7,19 +7,19 @@ itself, or of --train-json when the JSON is a val/test split.
 
     python tools/dataset_stats.py data/cifar_lt/cifar100_imbalance100/cifar100_imbalance100_train.json --plot counts.png
 """
-import argparse
 import json
 import os
 import sys
 
 from lib.data.annotations import class_counts, read_json, validate_annotations
 from lib.evaluation.groups import GROUP_NAMES, shot_groups
+from lib.utils import cli
 from lib.utils.atomic import atomic_open
 from lib.utils.errors import UserError, exit_on_user_error
 
 
 def get_parser():
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description="Images, classes, per-class max/min, imbalance factor and many/medium/few class "
         "counts (standard rule: many n>100, medium 20<=n<=100, few n<20) of an annotation JSON.")
     p.add_argument("json_file", metavar="JSON", help="annotation JSON")

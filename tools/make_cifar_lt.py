@@ -16,7 +16,6 @@ Output: <out>/<prefix>/images/<split>/<label>/<split>_<i>.png and <out>/<prefix>
 with fpaths relative to the JSON's folder; prefix = cao_cifar{10|100}_imbalance{IF} ("wb_" instead of "cao_"
 for --selection first, "_seed{S}" appended for a seed other than 0, so different subsets never share a name).
 """
-import argparse
 import os
 import pickle
 import time
@@ -26,6 +25,7 @@ import numpy as np
 from lib.data.image_folder_writer import IMAGE_FORMATS, write_image_folder_dataset
 from lib.data.longtail import (SELECTION_MODES, describe_counts, exponential_counts, format_imb_factor,
                                format_validation_report, select_long_tail, validation_from_leftover)
+from lib.utils import cli
 from lib.utils.errors import UserError, exit_on_user_error
 
 CIFAR = {
@@ -129,7 +129,7 @@ def check_expected_sizes(dataset, imb_factor, data, plan):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cifar_root", "--cifar-root", required=True, help="folder holding cifar-10-batches-py/ or cifar-100-python/")
     p.add_argument("--dataset", required=True, choices=sorted(CIFAR))
     p.add_argument("--imb_factor", "--imb-factor", type=float, required=True, help="IF = n_max / n_min, e.g. 100")

@@ -1,6 +1,7 @@
 """Post-hoc logit adjustment of a trained run, tau chosen on the validation split (CADEL stage two).
 
-    python tools/posthoc_tau.py CONFIG [--checkpoint PATH] [--taus 0.9 1.0 ...] [--out DIR] [KEY VALUE ...]
+    python tools/posthoc_tau.py [--cfg] CONFIG [--checkpoint PATH] [--taus 0.9 1.0 ...] [--out DIR] [KEY VALUE ...]
+    (flags may come before or after CONFIG)
 
 Works on a trained run of any method (it needs only logits): loads CONFIG's checkpoint (default
 TEST.MODEL_FILE in OUTPUT_DIR/NAME/models/, as valid.py), computes the logits of the main prediction and
@@ -16,7 +17,6 @@ every member, each with its tau, plus the same predictions without adjustment), 
 per_class_accuracy.png and confusion_matrix.png (main prediction). Without TEST_JSON (iNaturalist 2018)
 the report split is VALID_JSON, i.e. the selection split, and the tool says so.
 """
-import argparse
 import os
 import sys
 
@@ -34,21 +34,25 @@ from lib.methods import build_method
 from lib.models.posthoc import tau_normalize_
 from lib.utils.atomic import write_text
 from lib.utils.distributed import choose_device
+from lib.utils.cli import Flag, parse_command_line
 from lib.utils.errors import UserError, exit_on_user_error
 
 SAME_SPLIT_WARNING = ("WARNING: no TEST_JSON: tau is chosen AND reported on VALID_JSON (the same split); the "
                       "reported accuracy is optimistic (iNaturalist 2018 has no public test labels)")
 
 
+FLAGS = (
+    Flag("--checkpoint", metavar="PATH", help="checkpoint path (default: TEST.MODEL_FILE in the run's models/)"),
+    Flag("--taus", metavar="TAU", type=float, nargs="+", help="tau grid (default: the method's, else 0..2)"),
+    Flag("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/NAME/posthoc_tau)"),
+)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cfg", nargs="?", help="YAML config of the trained run")
-    p.add_argument("--cfg", dest="cfg_flag", help="same as the positional CONFIG")
-    p.add_argument("--checkpoint", default="", help="checkpoint path (default: TEST.MODEL_FILE in the run's models/)")
-    p.add_argument("--taus", type=float, nargs="+", default=None, help="tau grid (default: the method's, else 0..2)")
-    p.add_argument("--out", default="", help="output folder (default OUTPUT_DIR/NAME/posthoc_tau)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
-    return p.parse_args(argv)
+    """The project's command-line rule (lib/utils/cli.py): flags before or after CONFIG."""
+    args = parse_command_line(argv, "python3 tools/posthoc_tau.py", FLAGS, __doc__)
+    args.cfg_flag, args.checkpoint, args.out = None, args.checkpoint or "", args.out or ""
+    return args
 
 
 def logits_of(cfg, method, dataset, device, amp):

@@ -10,18 +10,18 @@ the number of changed fpaths is printed, and a find_root that matches no fpath i
     python tools/replace_path.py --json_file data/Places_LT_val.json \
         -f /media/ssd2/user/data/places365_standard -r /data/places365_standard --backup
 """
-import argparse
 import json
 import os
 import shutil
 
 from lib.data.annotations import read_json, validate_annotations
+from lib.utils import cli
 from lib.utils.atomic import atomic_open
 from lib.utils.errors import UserError, exit_on_user_error
 
 
 def get_parser():
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description="Replace a substring (usually the image root) in every annotation 'fpath' of a "
         "JSON, overwriting the file atomically. Other fields and the annotation order are kept.")
     p.add_argument("--json_file", required=True, help="annotation JSON to rewrite in place")

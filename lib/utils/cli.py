@@ -30,14 +30,17 @@ _LOOKS_LIKE_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)*$")  # NAME, TR
 
 class Flag:
     """A command-line flag: `names` ("--resume", ...), `dest` (attribute name), `metavar` (None: a switch
-    without value), `choices`, `help`."""
+    without value), `choices`, `help`. `type=float, nargs="+"`: one or more values, taken while the next
+    words convert with `type` (`--taus 0.5 1.0 NAME x`); the attribute is then a list."""
 
-    def __init__(self, *names, dest=None, metavar=None, choices=None, help=""):
+    def __init__(self, *names, dest=None, metavar=None, choices=None, help="", type=None, nargs=None):
         self.names = names
         self.dest = dest or names[0].lstrip("-").replace("-", "_")
         self.metavar = metavar
         self.choices = tuple(choices) if choices else None
         self.help = help
+        self.type = type
+        self.nargs = nargs
 
     @property
     def takes_value(self):
@@ -46,7 +49,8 @@ class Flag:
     def usage(self):
         if not self.takes_value:
             return f"[{self.names[0]}]"
-        return f"[{self.names[0]} {'|'.join(self.choices) if self.choices else self.metavar}]"
+        more = " ..." if self.nargs == "+" else ""
+        return f"[{self.names[0]} {'|'.join(self.choices) if self.choices else self.metavar}{more}]"
 
 
 CFG_FLAG = Flag("--cfg", dest="cfg", metavar="CONFIG", help="YAML config file (or give CONFIG as the first bare word)")
@@ -58,6 +62,16 @@ def usage_line(prog, flags, configs=("CONFIG",), positionals=(), default_config=
         words.append(f"[[--cfg] {c}]" if default_config else f"[--cfg] {c}")
     words += list(positionals) + [f.usage() for f in flags] + ["[KEY VALUE ...]"]
     return " ".join(words)
+
+
+def _converts(type_, word):
+    if type_ is None:
+        return not word.startswith("--")
+    try:
+        type_(word)
+        return True
+    except ValueError:
+        return False
 
 
 def _is_yaml_path(word):
@@ -105,6 +119,16 @@ def parse_command_line(argv, prog, flags=(), description="", configs=("CONFIG",)
             values[flag.dest] = True
             i += 1
             continue
+        if flag.nargs == "+":
+            words = inline.split(",") if eq else []
+            i += 1
+            while not eq and i < len(argv) and _converts(flag.type, argv[i]):
+                words.append(argv[i])
+                i += 1
+            if not words or not all(_converts(flag.type, w) for w in words):
+                fail(f"option '{name}' needs one or more values ({flag.metavar} ...)")
+            values[flag.dest] = [flag.type(w) if flag.type else w for w in words]
+            continue
         if eq:
             value, i = inline, i + 1
         elif i + 1 < len(argv) and argv[i + 1] not in by_name:
@@ -115,6 +139,9 @@ def parse_command_line(argv, prog, flags=(), description="", configs=("CONFIG",)
             fail(f"option '{name}' is empty (an unset shell variable?)")
         if flag.choices and value not in flag.choices:
             fail(f"option '{name}' must be one of {', '.join(flag.choices)}, got {value!r}")
+        if flag.type is not None and not _converts(flag.type, value):
+            fail(f"option '{name}' expects {flag.type.__name__}, got {value!r}")
+        value = flag.type(value) if flag.type is not None else value
         if flag is CFG_FLAG:
             if len(cfgs) == len(configs):
                 fail(f"--cfg given more than {len(configs)} time(s)")
