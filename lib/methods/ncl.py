@@ -305,9 +305,10 @@ class NCLMethod(Method):
         self.fill = loss.HCM_FILL
         if self.fill not in HCM_FILLS:
             raise UserError(f"unknown LOSS.HCM_FILL {self.fill!r}; valid: {', '.join(HCM_FILLS)}")
-        self.hcm_n = int(loss.HCM_N) or max(2, round(0.3 * C))
-        if not 1 <= self.hcm_n <= C:
-            raise UserError(f"LOSS.HCM_N must be in [1, {C}] (the number of classes), got {loss.HCM_N}")
+        if int(loss.HCM_N) < 0:
+            raise UserError(f"LOSS.HCM_N must be >= 1 (0 = 30% of the classes), got {loss.HCM_N}")
+        # more hard categories than classes (a CIFAR-100 config on a 10-class set): the whole label space
+        self.hcm_n = min(int(loss.HCM_N) or max(2, round(0.3 * C)), C)
         self.ce_ratio, self.hcm_ratio = float(loss.CE_RATIO), float(loss.HCM_RATIO)
         self.alpha = float(loss.MULTI_CLASIIFIER_LOSS.DIVERSITY_FACTOR)
         self.beta = float(loss.MULTI_CLASIIFIER_LOSS.DIVERSITY_FACTOR_HCM)
@@ -372,10 +373,12 @@ class NCLMethod(Method):
     def describe(self):
         c, loss = self.cfg, self.cfg.LOSS
         types = self.types[0] if len(set(self.types)) == 1 else "/".join(self.types)
-        lines = [f"NCL: {self.K} separate experts ({types} + GAP + {c.CLASSIFIER.TYPE} head each), "
-                 f"{'batched as one wide network' if self.batched else 'run one after another'}; "
-                 f"balanced logits z + log n; HCM_N {self.hcm_n} ({'softmax over the mined subset' if self.fill == 'subset' else 'zero-filled, the release'}); "
-                 f"L = {self.ce_ratio:g} CE + {self.hcm_ratio:g} HCM-CE + NBOD (alpha {self.alpha:g}, beta {self.beta:g})"
+        space = "softmax over the mined subset" if self.fill == "subset" else "zero-filled, the release"
+        clamped = f", LOSS.HCM_N {loss.HCM_N} > {self.num_classes} classes: clamped" if loss.HCM_N > self.num_classes else ""
+        run = "batched as one wide network" if self.batched else "run one after another"
+        lines = [f"NCL: {self.K} separate experts ({types} + GAP + {c.CLASSIFIER.TYPE} head each), {run}; balanced "
+                 f"logits z + log n; HCM_N {self.hcm_n} ({space}{clamped}); L = {self.ce_ratio:g} CE + "
+                 f"{self.hcm_ratio:g} HCM-CE + NBOD (alpha {self.alpha:g}, beta {self.beta:g})"
                  + (f" + {self.con_ratio:g} InfoNCE" if self.moco else "")]
         if self.moco:
             lines.append(f"  MoCo: queue {self.queue_len} x dim {self.moco_dim} per expert, T {self.temperature:g}, "
