@@ -33,7 +33,7 @@ class Flag:
     without value), `choices`, `help`. `type=float, nargs="+"`: one or more values, taken while the next
     words convert with `type` (`--taus 0.5 1.0 NAME x`); the attribute is then a list."""
 
-    def __init__(self, *names, dest=None, metavar=None, choices=None, help="", type=None, nargs=None):
+    def __init__(self, *names, dest=None, metavar=None, choices=None, help="", type=None, nargs=None, hidden=False):
         self.names = names
         self.dest = dest or names[0].lstrip("-").replace("-", "_")
         self.metavar = metavar
@@ -41,6 +41,7 @@ class Flag:
         self.help = help
         self.type = type
         self.nargs = nargs
+        self.hidden = hidden  # accepted, listed by -h, left out of the one-line usage
 
     @property
     def takes_value(self):
@@ -60,7 +61,7 @@ def usage_line(prog, flags, configs=("CONFIG",), positionals=(), default_config=
     words = [prog]
     for c in configs:
         words.append(f"[[--cfg] {c}]" if default_config else f"[--cfg] {c}")
-    words += list(positionals) + [f.usage() for f in flags] + ["[KEY VALUE ...]"]
+    words += list(positionals) + [f.usage() for f in flags if not f.hidden] + ["[KEY VALUE ...]"]
     return " ".join(words)
 
 
@@ -214,7 +215,7 @@ TRAIN_FLAGS = (
     Flag("--ar", "--auto-resume", dest="ar", help="resume from OUTPUT_DIR/NAME/models/latest.pth if it exists"),
     Flag("--resume", metavar="PATH", help="resume from this checkpoint (a path, or a file in the run's models/)"),
     # torch.distributed.launch (the originals' launcher) passes --local_rank=N; torchrun sets LOCAL_RANK
-    Flag("--local_rank", "--local-rank", dest="local_rank", metavar="N",
+    Flag("--local_rank", "--local-rank", dest="local_rank", metavar="N", hidden=True,
          help="accepted from torch.distributed.launch (LOCAL_RANK is read from the environment)"),
 )
 _RESUME_FLAGS = TRAIN_FLAGS[:1]
