@@ -448,3 +448,13 @@ def test_cpu_run_killed_and_resumed_matches_then_valid_and_posthoc_report_every_
     assert r.returncode == 0, r.stderr[-2000:]
     assert "chosen AND reported on VALID_JSON" in r.stdout
     assert json.load(open(os.path.join(out, "noval", "results.json")))["selection_is_report_split"] is True
+
+
+@pytest.mark.parametrize("path", ["configs/fashion_mnist_lt/cadel_res32.yaml", "configs/imagenet_lt/cadel_res50.yaml",
+                                  "configs/imagenet_lt/cadel_resnext50.yaml", "configs/inat18/cadel_res50.yaml",
+                                  "configs/places_lt/cadel_res152.yaml", "configs/cifar100_lt/cadel_if100.yaml",
+                                  "configs/cifar10_lt/cadel_if100.yaml"])
+def test_every_cadel_config_builds(path):
+    cfg = build_config(os.path.join(ROOT, path))
+    assert cfg.METHOD == "cadel" and cfg.TRAIN.LR_SCHEDULER.TYPE == "cosine"
+    assert not cfg.TRAIN.LR_SCHEDULER.STEP_AT_EPOCH_START  # PyTorch's CosineAnnealingLR, stepped after the epoch

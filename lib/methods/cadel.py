@@ -29,9 +29,8 @@ from torch.nn import functional as F
 from yacs.config import CfgNode as CN
 
 from ..models.aux_heads import build_aux_head
-from ..models.backbones import build_backbone
 from ..models.heads import CosNorm
-from ..models.network import in_channels
+from ..models.network import backbone_from_config
 from ..models.tapped_network import TappedNetwork, check_taps, default_taps
 from ..utils.errors import UserError
 from . import mixing
@@ -136,13 +135,14 @@ class CADEL(Method):
         self.backbone_lr_scale = float(c.BACKBONE_LR_SCALE)
         self.posthoc_taus = [float(t) for t in c.POSTHOC_TAUS]  # read by tools/posthoc_tau.py
 
-        backbone = build_backbone(cfg.BACKBONE.TYPE, in_channels(cfg), init=cfg.BACKBONE.INIT)
+        backbone = backbone_from_config(cfg, pretrained="")
         if cfg.BACKBONE.PRETRAINED_MODEL:
             self._load_backbone(backbone, cfg.BACKBONE.PRETRAINED_MODEL, c.PRETRAINED_SHAPE_MATCH)
         taps = check_taps(backbone, list(c.TAPS)) if len(c.TAPS) else default_taps(backbone)
         width = int(c.AUX_WIDTH) or backbone.out_dim
-        aux = [build_aux_head(c.AUX_HEAD, backbone.stage_channels[t], self.num_classes, width=width,
-                              groups=int(c.AUX_GROUPS), dropout=float(c.AUX_DROPOUT), scale=float(c.SCALE))
+        aux = [build_aux_head(c.AUX_HEAD, backbone.stage_channels[t], self.num_classes, tap=t, backbone=backbone,
+                              width=width, groups=int(c.AUX_GROUPS), dropout=float(c.AUX_DROPOUT),
+                              scale=float(c.SCALE))
                for t in taps]
         last = CosNorm(backbone.out_dim, self.num_classes, scale=float(c.SCALE))
         b = cfg.BACKBONE
@@ -156,6 +156,9 @@ class CADEL(Method):
         """BACKBONE.PRETRAINED_MODEL, keeping only the keys whose names and shapes match (the release's rule
         for Places-LT); a file where nothing matches is an error. lib/models/pretrained.py keeps a one-line
         report of what was loaded and skipped on the backbone (`pretrained_report`), which the trainer logs."""
+        if hasattr(backbone, "load_pretrained"):  # a backbone with its own loader (the ViTs)
+            backbone.load_pretrained(path)
+            return
         from ..models.pretrained import load_pretrained
 
         load_pretrained(backbone, path, shape_match=shape_match)

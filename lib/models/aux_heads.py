@@ -1,9 +1,12 @@
 """Auxiliary classifier heads that read an intermediate feature map (CADEL; spec: cadel.md §2).
 
 Registry `AUX_HEADS`; factory signature `factory(in_channels, num_classes, **options) -> nn.Module`
-mapping the tapped feature (B, C_in, H, W) to logits (B, C). Options a factory does not use are
-ignored, so a new kind (e.g. CADEL's ViT aux head: extra transformer blocks on tokens) is one more
-registered factory. Every head exposes `.head` (its final classifier, with `.weight`/`.bias`).
+mapping the tapped stage output (here a map (B, C_in, H, W)) to logits (B, C). The options always include
+`tap` (the stage name) and `backbone` (the module), so a head can match the backbone it reads, plus the
+CADEL.AUX_* settings; options a factory does not use are ignored. A new kind (e.g. CADEL's ViT aux head:
+2 extra transformer blocks on the tokens of block 7 or 9, drop-path and layer-decay id from the tap, mean
+over patch tokens, CosNorm) is one more registered factory. Every head exposes `.head` (its final
+classifier, with `.weight`/`.bias`).
 
 CNN block (`Aux_Layer2` in the release), with width W (2048 in the release), projection width 2W:
     1. conv3x3(C_in -> W, pad 1), BN, ReLU
