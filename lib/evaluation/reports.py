@@ -4,14 +4,20 @@ import io
 import os
 import textwrap
 
-import matplotlib
+from ..utils.atomic import atomic_open, write_json, write_text
+from .groups import shot_group
+from .metrics import confusion_matrix, format_groups
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from ..utils.atomic import atomic_open, write_json, write_text  # noqa: E402
-from .groups import shot_group  # noqa: E402
-from .metrics import confusion_matrix, format_groups  # noqa: E402
+def _pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, imported on first use: importing it costs about
+    half a second, which the trainer would otherwise pay at start-up for plots drawn at the very end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def per_class_rows(report, counts, rule, class_names=None):
@@ -54,6 +60,7 @@ def _tick_positions(C, most=12):
 
 def per_class_figure(rows, title):
     """Per-class accuracy (bars) with classes sorted by training count, and the count curve (line, log)."""
+    plt = _pyplot()
     rows = sorted(rows, key=lambda r: (-r["train_count"], r["class_id"]))
     x = range(len(rows))
     width = max(6, min(0.12 * len(rows) + 4, 16))
@@ -90,6 +97,7 @@ def confusion_figure(logits, labels, counts, title, class_names=None):
     """Row-normalised confusion matrix, classes sorted by training count. Up to MAX_NAMED_CLASSES classes the
     axes carry the class names (ids when there are none); above, a dozen ticks carry class ids and, with
     names, a legend lists those ids' names."""
+    plt = _pyplot()
     C = logits.shape[1]
     cm = confusion_matrix(logits.argmax(1), labels, C).float()
     cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
@@ -127,7 +135,7 @@ def plot_confusion(path, logits, labels, counts, title, class_names=None):
 def _save(fig, path):
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")  # nothing drawn outside is cut off
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def eval_folder_name(split, checkpoint, cfg):
