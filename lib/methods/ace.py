@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from yacs.config import CfgNode as CN
 
 from ..config.compat import accept_unused
-from ..models.backbones import build_backbone
+from ..models.backbones import Backbone, build_backbone
 from ..models.heads import build_head
 from ..models.network import in_channels
 from ..models.shared_trunk import SharedTrunkExperts
@@ -253,6 +253,9 @@ class ACEMethod(Method):
 
         backbone = build_backbone(cfg.BACKBONE.TYPE, in_channels(cfg), init=cfg.BACKBONE.INIT,
                                   pretrained=cfg.BACKBONE.PRETRAINED_MODEL)
+        if type(backbone) is not Backbone:  # stages + global average pooling of a feature map (the ResNets)
+            raise UserError(f"METHOD ace needs a ResNet backbone (res32_cifar, res34_cifar, res10, res50, res152, "
+                            f"resnext50), got BACKBONE.TYPE {cfg.BACKBONE.TYPE!r}")
         C, c = self.num_classes, cfg.CLASSIFIER
         self.net = SharedTrunkExperts(
             backbone, K, lambda d: build_head(c.TYPE, d, C, bias=c.BIAS, scale=c.COS_SCALE),

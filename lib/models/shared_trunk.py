@@ -26,8 +26,8 @@ from .backbones import Backbone, CifarBasicBlock, kaiming_cifar_, kaiming_imagen
 def reinit_like_backbone_(module, init="kaiming"):
     """Re-draw `module`'s parameters with the scheme its backbone used (backbones.md §1):
     He et al. CIFAR init for CIFAR BasicBlocks, torchvision's Kaiming (fan_out) for the ImageNet
-    ResNets, or every submodule's own reset_parameters() with init "pytorch"."""
-    if init == "pytorch":
+    ResNets, or every submodule's own reset_parameters() with init "pytorch" (or without convolutions)."""
+    if init == "pytorch" or not any(isinstance(m, nn.Conv2d) for m in module.modules()):
         return pytorch_init_(module)
     if any(isinstance(m, CifarBasicBlock) for m in module.modules()):
         return kaiming_cifar_(module)
