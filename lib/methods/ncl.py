@@ -223,7 +223,7 @@ class NCLMethod(Method):
     def adapt_config(cfg, explicit):
         """The release's spellings -> ours, in place and idempotently; returns the notices (spec §7)."""
         notes = []
-        release = NCLMethod.matches_release_config(cfg)
+        release = "METHOD" not in explicit and NCLMethod.matches_release_config(cfg)  # a release YAML (no METHOD)
         if cfg.LOSS.LOSS_TYPE == "NIL_NBOD_plus":
             raise UserError("LOSS.LOSS_TYPE NIL_NBOD_plus is NCL++ (specs/ncl.md §10), which is not implemented; "
                             "use NIL_NBOD")

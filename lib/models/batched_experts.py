@@ -32,6 +32,7 @@ from .heads import FC, CosineHead
 
 _TV_BLOCKS = (tv_models.resnet.BasicBlock, tv_models.resnet.Bottleneck)
 _BN = nn.modules.batchnorm._BatchNorm
+_LINEAR = (nn.Linear, FC, CosineHead)  # exact types: subclasses (LWS) compute something else
 
 
 # ---------------------------------------------------------------- checks
@@ -45,7 +46,7 @@ def check_batchable(module, key="NCL.BATCHED_EXPERTS", where=""):
         if module.padding_mode != "zeros" or isinstance(module.padding, str):
             raise UserError(f"{key} True: conv {where} uses padding {module.padding!r}/{module.padding_mode}; "
                             f"set {key} False")
-    elif isinstance(module, (_BN, nn.ReLU, nn.MaxPool2d, nn.Identity, OptionAShortcut, nn.Linear, FC, CosineHead)):
+    elif isinstance(module, (_BN, nn.ReLU, nn.MaxPool2d, nn.Identity, OptionAShortcut)) or type(module) in _LINEAR:
         pass
     else:
         raise UserError(f"{key} True does not support the layer {where} ({type(module).__name__}); "
@@ -177,12 +178,12 @@ def run_vectors(mods, f):
     """Batched forward of K identical vector modules (Linear, ReLU, Sequential of them, FC / cos heads)
     on per-expert inputs f (K, B, d): (K, B, d')."""
     m = mods[0]
-    if isinstance(m, (nn.Linear, FC)):
+    if type(m) in (nn.Linear, FC):
         w = torch.stack([h.weight for h in mods]).transpose(1, 2)  # (K, d, C)
         if m.bias is None:
             return torch.bmm(f, w)
         return torch.baddbmm(torch.stack([h.bias for h in mods]).unsqueeze(1), f, w)
-    if isinstance(m, CosineHead):  # s·<f̂, ŵ_c> + b_c
+    if type(m) is CosineHead:  # s·<f̂, ŵ_c> + b_c
         w = F.normalize(torch.stack([h.weight for h in mods]), dim=2).transpose(1, 2)
         z = m.scale * torch.bmm(F.normalize(f, dim=2), w)
         return z + torch.stack([h.bias for h in mods]).unsqueeze(1) if m.bias is not None else z
