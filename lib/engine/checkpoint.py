@@ -82,14 +82,20 @@ def numpy_safe_globals():
 
 
 def _refusal(path, err):
-    """torch's refusal text (terminal escape codes, "two options", the cause at the end) -> one line."""
+    """torch's refusal text (terminal escape codes, "two options", the cause at the end) -> one line that
+    names the global and says what to do."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-    m = re.search(r"GLOBAL ([\w.]+) was not an allowed global", text)
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    if m and re.search(r"whose module \S+ is blocked", text):  # os.system & co.: code, never weights
+        return (f"refusing to load {path}: it is not a plain weights file: loading it would call "
+                f"'{m.group(1)}' (pickled code); do not load it with weights_only=False, get the weights from a "
+                f"trusted source")
     if m:
         what = f"the Python global '{m.group(1)}'"
     else:
-        m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-        what = f"content weights-only loading cannot read ({(m.group(1) if m else text.strip()[:120]).strip()})"
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Check the documentation")]
+        cause = re.sub(r"^WeightsUnpickler error:\s*", "", lines[-1] if lines else "unknown content")
+        what = f"content weights-only loading cannot read ({cause[:160]})"
     return (f"refusing to load {path}: it is not a plain weights file: it holds {what}, which only a full "
             f"unpickle (torch.load weights_only=False, which can run code) would rebuild; tensors, numbers, "
             f"strings, containers and numpy scalars/dtypes/arrays load safely. If you trust its source, re-save "
@@ -144,7 +150,7 @@ def load_weights(model, state_dict, source, allow_missing=(), may_mismatch=()):
     target = unwrap(model)
     own = target.state_dict()
     state_dict = strip_prefix(state_dict)
-    skipped = []
+    skipped, in_file = [], set(state_dict)
     for k in list(state_dict):
         if not _matches(k, may_mismatch):
             continue
@@ -154,7 +160,7 @@ def load_weights(model, state_dict, source, allow_missing=(), may_mismatch=()):
         elif tuple(state_dict[k].shape) != tuple(own[k].shape):
             skipped.append(f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}")
             del state_dict[k]
-    skipped += [f"{k} (not in the checkpoint)" for k in own if k not in state_dict and _matches(k, may_mismatch)
+    skipped += [f"{k} (not in the checkpoint)" for k in own if k not in in_file and _matches(k, may_mismatch)
                 and not _matches(k, allow_missing)]
     shape = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state_dict.items()
              if k in own and tuple(v.shape) != tuple(own[k].shape)]
