@@ -81,20 +81,23 @@ def rss_mb(key):
             return int(line.split()[1]) / 1024
 import lib.engine.trainer as T
 from lib.config import build_config
-marks["imports_s"] = time.time() - t0
+marks["imports_s"] = time.time() - t0; marks["imports_cpu_s"] = time.process_time()
 Orig = T.DataSplits
 class Timed(Orig):
     def __init__(self, *a, **k):
-        t = time.time(); super().__init__(*a, **k); marks["data_s"] = time.time() - t
+        t, c = time.time(), time.process_time(); super().__init__(*a, **k)
+        marks["data_s"] = time.time() - t; marks["data_cpu_s"] = time.process_time() - c
 T.DataSplits = Timed
 def first_batch(*a, **k):
     marks["first_batch_s"] = time.time() - t0; marks["peak_rss_mb"] = rss_mb("VmHWM")
+    marks["first_batch_cpu_s"] = time.process_time()
     print("MARKS " + json.dumps(marks), flush=True); os._exit(0)
 T.train_step = first_batch
 try:
     T.train(build_config(sys.argv[2], sys.argv[3:]))
 except Exception as e:
     marks["error"] = " ".join(str(e).split())[:400]; marks["error_s"] = time.time() - t0
+    marks["error_cpu_s"] = time.process_time()
     marks["peak_rss_mb"] = rss_mb("VmHWM")
     print("MARKS " + json.dumps(marks), flush=True); os._exit(3)
 """
@@ -111,9 +114,9 @@ def rss_mb(key):
 out = {"rss_before_mb": rss_mb("VmRSS")}
 if mode == "memory":
     tracemalloc.start()
-t = time.time()
+t, c = time.time(), time.process_time()
 ds = JsonDataset(path, check_images=(mode == "check"))
-out["seconds"] = time.time() - t
+out["seconds"], out["cpu_s"] = time.time() - t, time.process_time() - c
 out["entries"] = len(ds)
 if mode == "memory":
     cur, peak = tracemalloc.get_traced_memory()
@@ -212,10 +215,13 @@ def run_child(code, args, checkout, marker, timeout=600):
 
 
 def time_imports(checkout):
+    """Wall and CPU seconds (user + sys) of a fresh interpreter that imports the trainer."""
     t0 = time.time()
-    subprocess.run([sys.executable, "-c", "import lib.engine.trainer"], cwd=checkout, env=child_env(checkout),
-                   check=True, timeout=300)
-    return time.time() - t0
+    p = subprocess.Popen([sys.executable, "-c", "import lib.engine.trainer"], cwd=checkout, env=child_env(checkout))
+    _, status, usage = os.wait4(p.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("import lib.engine.trainer failed")
+    return {"seconds": time.time() - t0, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def missing_root(checkout, cfg, moved, out_dir):
@@ -228,7 +234,8 @@ def missing_root(checkout, cfg, moved, out_dir):
     seconds = time.time() - t0
     err = p.stderr.read().strip().splitlines()
     p.stdout.read()
-    return {"seconds": seconds, "exit_code": os.waitstatus_to_exitcode(status), "peak_rss_mb": usage.ru_maxrss / 1024,
+    return {"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "exit_code": os.waitstatus_to_exitcode(status), "peak_rss_mb": usage.ru_maxrss / 1024,
             "error": err[-1] if err else ""}
 
 
@@ -244,7 +251,7 @@ def measure(checkout, info, data, repeats, log):
         f.write(CONFIG.format(out=out_dir, train=info["files"]["train"], val=info["files"]["val"]))
     res = {"runs": {}}
     plan = [
-        ("imports", lambda: {"seconds": time_imports(checkout)}),
+        ("imports", lambda: time_imports(checkout)),
         ("first_batch", lambda: run_child(FIRST_BATCH_CHILD, [repr(time.time()), cfg], checkout, "MARKS")),
         ("missing_root", lambda: missing_root(checkout, cfg, info["files"]["moved"], out_dir)),
         ("table_nocheck", lambda: run_child(TABLE_CHILD, [info["files"]["train"], "nocheck"], checkout, "TABLE")),
@@ -263,16 +270,22 @@ def measure(checkout, info, data, repeats, log):
     fb = runs["first_batch"]
     res["summary"] = {
         "imports_s": median_of(runs["imports"], "seconds"),
+        "imports_cpu_s": median_of(runs["imports"], "cpu_s"),
         "first_batch_s": median_of(fb, "first_batch_s"),
+        "first_batch_cpu_s": median_of(fb, "first_batch_cpu_s"),
         "first_batch_data_s": median_of(fb, "data_s"),
+        "first_batch_data_cpu_s": median_of(fb, "data_cpu_s"),
         "first_batch_peak_rss_mb": median_of(fb, "peak_rss_mb"),
         "first_batch_error": next((r["error"] for r in fb if r.get("error")), None),
         "missing_root_s": median_of(runs["missing_root"], "seconds"),
+        "missing_root_cpu_s": median_of(runs["missing_root"], "cpu_s"),
         "missing_root_exit_code": runs["missing_root"][0]["exit_code"],
         "missing_root_error": runs["missing_root"][0]["error"],
         "missing_root_peak_rss_mb": median_of(runs["missing_root"], "peak_rss_mb"),
         "table_nocheck_s": median_of(runs["table_nocheck"], "seconds"),
+        "table_nocheck_cpu_s": median_of(runs["table_nocheck"], "cpu_s"),
         "table_check_s": median_of(runs["table_check"], "seconds"),
+        "table_check_cpu_s": median_of(runs["table_check"], "cpu_s"),
         "table_peak_mb": runs["table_memory"][0]["peak_mb"],
         "table_retained_mb": runs["table_memory"][0]["retained_mb"],
     }
@@ -287,22 +300,24 @@ def fmt(v, unit=""):
     return f"{v}{unit}"
 
 
-ROWS = [
-    ("`import lib.engine.trainer` (floor under every time below)", "imports_s", " s", None),
-    ("start → first training batch (images exist)", "first_batch_s", " s", "first_batch_s"),
-    ("  of which DataSplits (train + val JSON, image check)", "first_batch_data_s", " s", None),
-    ("  peak RSS of the process", "first_batch_peak_rss_mb", " MB", None),
-    ("missing image root: `main/train.py` start → one-line error", "missing_root_s", " s", "missing_root_s"),
-    ("  peak RSS of the process", "missing_root_peak_rss_mb", " MB", None),
-    ("JsonDataset(train JSON) without the image check", "table_nocheck_s", " s", None),
-    ("JsonDataset(train JSON) with the image check", "table_check_s", " s", None),
-    ("annotation table: tracemalloc peak while building", "table_peak_mb", " MB", "table_peak_mb"),
-    ("annotation table: retained after building", "table_retained_mb", " MB", None),
+ROWS = [  # (label, wall key, CPU key, unit, target key)
+    ("`import lib.engine.trainer` (floor under every time below)", "imports_s", "imports_cpu_s", " s", None),
+    ("start → first training batch (images exist)", "first_batch_s", "first_batch_cpu_s", " s", "first_batch_s"),
+    ("  of which DataSplits (train + val JSON, image check)", "first_batch_data_s", "first_batch_data_cpu_s", " s",
+     None),
+    ("  peak RSS of the process", "first_batch_peak_rss_mb", None, " MB", None),
+    ("missing image root: `main/train.py` start → one-line error", "missing_root_s", "missing_root_cpu_s", " s",
+     "missing_root_s"),
+    ("  peak RSS of the process", "missing_root_peak_rss_mb", None, " MB", None),
+    ("JsonDataset(train JSON) without the image check", "table_nocheck_s", "table_nocheck_cpu_s", " s", None),
+    ("JsonDataset(train JSON) with the image check", "table_check_s", "table_check_cpu_s", " s", None),
+    ("annotation table: tracemalloc peak while building", "table_peak_mb", None, " MB", "table_peak_mb"),
+    ("annotation table: retained after building", "table_retained_mb", None, " MB", None),
 ]
 
 
 def markdown(result):
-    tags = list(result["tags"])
+    tags = sorted(result["tags"], key=lambda t: (t != "before", t))  # before | after | others
     info = result["data"]
     lines = ["# Start-up on an iNaturalist-2018-sized JSON", "",
              f"Data: {info['train_entries']:,} training entries ({info['train_json_mb']:.0f} MB JSON), "
@@ -316,9 +331,18 @@ def markdown(result):
         lines.append(f"- **{tag}** (checkout `{t['checkout_commit']}`{', ' + t['note'] if t.get('note') else ''}): "
                      f"{machine_line(t['machine'])} 1-min load average at start / end: "
                      f"{t['load_start']:.2f} / {t['load_end']:.2f}; {t['repeats']} repeats.")
-    lines += ["", "| measurement | " + " | ".join(tags) + " | target |", "|---|" + "---|" * len(tags) + "---|"]
-    for label, key, unit, target in ROWS:
-        cells = [fmt(result["tags"][tag]["summary"].get(key), unit) for tag in tags]
+    lines += ["", "Times are wall-clock seconds and, in brackets, the CPU seconds (user + sys) of the process: with "
+              "other jobs on the cores the wall time grows with the load, the CPU time much less; on a quiet "
+              "machine the two are close (the first batch also waits for the DataLoader workers).", ""]
+    lines += ["| measurement | " + " | ".join(tags) + " | target |", "|---|" + "---|" * len(tags) + "---|"]
+    for label, key, cpu_key, unit, target in ROWS:
+        cells = []
+        for tag in tags:
+            s = result["tags"][tag]["summary"]
+            cell = fmt(s.get(key), unit)
+            if cpu_key and s.get(cpu_key) is not None:
+                cell += f" ({fmt(s[cpu_key], ' s')} CPU)"
+            cells.append(cell)
         tgt = f"< {TARGETS[target]:g}{unit}" if target else ""
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {tgt} |")
     lines.append("")

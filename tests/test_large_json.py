@@ -211,3 +211,14 @@ def test_table_of_unicode_paths_round_trips(tmp_path):
     assert [t.fpath(i) for i in range(4)] == fps and t.fpaths() == fps
     assert t.paths() == [os.path.join(str(tmp_path), fps[0]), os.path.join(str(tmp_path), fps[1]), fps[2],
                          os.path.join(str(tmp_path), fps[3])]
+
+
+def test_splits_share_one_listing_per_image_folder(tmp_path, monkeypatch):
+    path, _ = make_set(tmp_path, n=60, classes=4)
+    listed = []
+    real = os.listdir
+    monkeypatch.setattr(annotations.os, "listdir", lambda p: listed.append(p) or real(p))
+    cfg = get_defaults()
+    cfg.DATASET.TRAIN_JSON = cfg.DATASET.VALID_JSON = cfg.DATASET.TEST_JSON = str(path)
+    DataSplits(cfg)
+    assert sorted(listed) == sorted(str(tmp_path / "images" / f"class_{c}") for c in range(4))

@@ -324,10 +324,11 @@ def _spread(n, k):
     return sorted(set([0, 1, 2, 3] + np.linspace(0, n - 1, k - 4).astype(int).tolist()))
 
 
-def check_image_files(paths, source, root=""):
+def check_image_files(paths, source, root="", listing=None):
     """Every image exists (and its header is readable, for up to HEADER_CHECK_ALL images; above that for a
     sample). `paths`: the resolved paths, a list or an AnnotationTable. Raises a one-line UserError naming
-    the JSON, the first bad entry and the file; a missing folder is named too."""
+    the JSON, the first bad entry and the file; a missing folder is named too. `listing`: a dict of folder
+    listings to share between the splits of one run (their images often sit in the same folders)."""
     if isinstance(paths, AnnotationTable):
         early = _spread(len(paths), EARLY_SAMPLE)
         for i in early:  # a moved / unmounted root: reported before the full scan
@@ -340,7 +341,7 @@ def check_image_files(paths, source, root=""):
         for i in _spread(len(paths), EARLY_SAMPLE):
             if not os.path.isfile(paths[i]):
                 raise _not_found(source, i, paths[i], root)
-    listing = {}  # folder -> set of the names in it (None: not a readable folder)
+    listing = {} if listing is None else listing  # folder -> set of its names (None: not a readable folder)
     for i, p in enumerate(paths):
         folder, _, name = p.rpartition(os.sep)
         names = listing.get(folder, False)

@@ -87,7 +87,8 @@ class DataSplits:
         self.train_json = d.TRAIN_JSON
         self.counts = [raw_counts[old] for old in invert(self.label_map)] if self.label_map else raw_counts
         common = dict(root=d.ROOT, color_space=cfg.COLOR_SPACE, check_images=d.CHECK_IMAGES,
-                      label_map=self.label_map, num_classes=C, exif_transpose=d.EXIF_TRANSPOSE)
+                      label_map=self.label_map, num_classes=C, exif_transpose=d.EXIF_TRANSPOSE,
+                      folder_listing={})  # one listing per image folder, shared by the splits
         self.train = (JsonDataset(d.TRAIN_JSON, transform=tf["train"], second_transform=tf["second_view"],
                                   table=train_table, **common)
                       if need_train else None)

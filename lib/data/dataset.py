@@ -56,7 +56,8 @@ class JsonDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, json_path, root="", transform=None, second_transform=None, color_space="RGB",
-                 check_images=True, label_map=None, num_classes=None, exif_transpose=False, table=None):
+                 check_images=True, label_map=None, num_classes=None, exif_transpose=False, table=None,
+                 folder_listing=None):
         self.json_path = json_path
         self.table = table if table is not None else read_table(json_path, root)
         self.num_classes = self.table.num_classes
@@ -65,7 +66,7 @@ class JsonDataset(torch.utils.data.Dataset):
                 f"{json_path}: num_classes is {self.num_classes} but the training set has {num_classes}"
             )
         if check_images:
-            check_image_files(self.table, json_path, root)
+            check_image_files(self.table, json_path, root, folder_listing)
         ids = self.table.category_ids
         self.labels = np.asarray(label_map, dtype=np.int64)[ids] if label_map is not None else ids
         self.transform = transform
