@@ -17,6 +17,7 @@ Notices are collected by `build_config` (lib/config/config.py) together with the
 the trainer (with the run's class counts) and valid.py.
 """
 import inspect
+import os
 
 from yacs.config import CfgNode as CN
 
@@ -101,8 +102,6 @@ def notices(cfg, counts=None):
 # ---------------------------------------------------------------- the core's compatibility-only keys
 def _data(cfg, run):
     """'DATASET.TRAIN_JSON (<file>: 10 classes, 2,478 images, IF 100)'; the counts only at start-up."""
-    import os
-
     name = os.path.basename(cfg.DATASET.TRAIN_JSON) or "(empty)"
     if run is None:
         return f"DATASET.TRAIN_JSON ({name})"
