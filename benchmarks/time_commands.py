@@ -10,8 +10,8 @@ states about them comes from a measurement.
 (none of the three: all of them)
 
 Each result is stored with the machine (CPU model, cores, whether it has native bf16), the date and the
-1-minute load average before and after (a run with a load average above half the core count is marked
-"under load": other jobs shared the cores, so the time is longer than on a quiet machine). Results are kept
+1-minute load average sampled every 10 s during the run (a run whose load average exceeds half the core count
+is marked "under load": other jobs shared the cores, so the time is longer than on a quiet machine). Results are kept
 per command in <out>/commands.json (a new measurement replaces the old one of the same command) and
 rendered in <out>/commands.md; --update-readme also rewrites the README paragraph between
 `<!-- commands:start -->` and `<!-- commands:end -->`.
@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,27 +80,39 @@ def run(name, log):
     load_start = os.getloadavg()[0]
     log(f"running {' '.join(cmd)} (1-min load average {load_start:.2f}) ...")
     t0 = time.time()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.time() - t0
+    loads = [load_start]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, text=True)
+        while p.poll() is None:  # the 1-min load average every 10 s: how much other work shared the cores
+            time.sleep(10)
+            loads.append(os.getloadavg()[0])
+        seconds = time.time() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     load_end = os.getloadavg()[0]
-    result = {"command": " ".join(cmd), "exit_code": r.returncode, "seconds": seconds, "load_start": load_start,
-              "load_end": load_end, "machine": machine()}
+    result = {"command": " ".join(cmd), "exit_code": p.returncode, "seconds": seconds, "load_start": load_start,
+              "load_end": load_end, "load_max": max(loads), "load_mean": sum(loads) / len(loads),
+              "machine": machine()}
     if name == "demo":
-        result["table"] = demo_table(r.stdout)
+        result["table"] = demo_table(stdout)
     else:
-        result["summary"] = pytest_summary(r.stdout)
-    if r.returncode != 0:
-        result["tail"] = (r.stdout + r.stderr)[-3000:]
+        result["summary"] = pytest_summary(stdout)
+    if p.returncode != 0:
+        result["tail"] = (stdout + stderr)[-3000:]
     log(f"{name}: exit {r.returncode}, {minutes(seconds)}; " + json.dumps({k: result.get(k) for k in ("table", "summary")}))
     return result
 
 
 def load_note(res):
+    """'quiet machine' or 'under load', from the 1-min load averages sampled during the run."""
     cores = res["machine"]["cores"] or 1
-    peak = max(res["load_start"], res["load_end"])
+    peak = res.get("load_max", max(res["load_start"], res["load_end"]))
+    mean = res.get("load_mean", (res["load_start"] + res["load_end"]) / 2)
+    words = f"1-min load average {mean:.1f} on average, {peak:.1f} at most"
     if peak > cores / 2:
-        return f"under load: 1-min load average {res['load_start']:.1f} at start, {res['load_end']:.1f} at end"
-    return f"quiet machine: 1-min load average {res['load_start']:.1f} / {res['load_end']:.1f}"
+        return f"under load (other jobs shared the {cores} cores: {words}), so longer than on a quiet machine"
+    return f"quiet machine ({words})"
 
 
 def machine_words(m):
