@@ -18,6 +18,11 @@ variants: fp32, fp32 + channels_last, AMP + channels_last (bf16 autocast on CPU,
     measured alone: on a machine with few cores the two compete for the same cores during training.
 (c) for every config whose method predicts with K > 1 members (experts / heads): its framework step
     time / (K x the single-model CE step time with the same backbone).
+(d) NCL's K experts run one after another (NCL.BATCHED_EXPERTS False) and batched as one wide network
+    (True), side by side: framework step time / (K x the single ResNet-32 CE step), the three candidates
+    interleaved; targets batched <= 0.9, sequential <= 1.05. --ncl-only measures just this, for every
+    --ncl-variants, into <out>/throughput_<device>_ncl.{md,json}; --ncl-profile adds a torch.profiler
+    table of one step of each path.
 
 Repeats are interleaved (framework, bare and, for the fastest variant, the pipeline, in rotating order)
 so that load from other processes hits all of them alike; every figure is min / median / max over the
@@ -405,6 +410,12 @@ def _measure(args, device, dev, tmp):
             "single_step_ms": stats([1000 * s / n_it for s in tc["single"]]),
             "ratio_to_K_single": ratio_stats(tc["method"], [k * s for s in tc["single"]]),
         }
+    try:  # (d) NCL: sequential vs batched experts, at the fastest setting
+        result["ncl_experts"] = [measure_ncl_experts(device, fastest, V[fastest], batch, log_path, warmup, target, cap,
+                                                     repeats)]
+    except Exception as e:  # a broken method must not hide the other figures
+        result["ncl_experts_error"] = f"{type(e).__name__}: {e}"
+        print(f"(d) NCL: skipped ({type(e).__name__}: {e})", file=sys.stderr)
     fr = result["framework_vs_bare"]
     result["targets"] = {
         "framework_step_ratio": {"target": f">= {FRAMEWORK_TARGET} (median, every variant)", "met": all(
@@ -416,6 +427,110 @@ def _measure(args, device, dev, tmp):
     }
     result["machine"]["load_average_1min"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     return result
+
+
+# ---------------------------------------------------------------- (d) NCL: sequential vs batched experts
+NCL_CONFIG = "configs/fashion_mnist_lt/ncl_res32.yaml"
+NCL_TARGETS = {"batched": 0.9, "sequential": 1.05}  # step / (K x single-network step), median
+
+
+def profile_step(step, batches, rows=10):
+    """The top `rows` ops of one framework step by self CPU time: [(op, self ms, % of the step)]."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step(batches[:1])  # warm
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(batches[:1])
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [(e.key, round(e.self_cpu_time_total / 1000, 2), round(100 * e.self_cpu_time_total / total, 1))
+            for e in events[:rows]]
+
+
+def measure_ncl_experts(device, variant_name, variant, batch, log_path, warmup, target, cap, repeats, profile=False):
+    """NCL's framework step with the experts one after another and batched, and the single-network CE step (same
+    backbone, batch, precision, memory format), interleaved; ratios step / (K x single) per repeat."""
+    dev = torch.device(device)
+    steps = {}
+    for mode in ("sequential", "batched"):
+        cfg = make_cfg(NCL_CONFIG, device, variant, batch, ["NCL.BATCHED_EXPERTS", str(mode == "batched")])
+        counts = training_counts(cfg)
+        steps[mode] = FrameworkStep(cfg, counts, log_path)
+    k = len(steps["sequential"].method.experts)
+    scfg = make_cfg(BASE_CONFIG, device, variant, batch, ["BACKBONE.TYPE", cfg.BACKBONE.TYPE])
+    steps["single"] = FrameworkStep(scfg, counts, log_path)
+    batches = memory_batches(cfg, counts, cap, batch, dev)
+    s_batches = memory_batches(scfg, counts, cap, batch, dev)
+    data = {"sequential": batches, "batched": batches, "single": s_batches}
+    timed = {m: calibrate(steps[m], data[m], warmup, target) for m in steps}
+    n_it = iterations_for(max(timed.values()), target, cap) if target else cap
+    print(f"(d) NCL {variant_name}: K={k}, {repeats} interleaved repeats of {n_it} iterations", file=sys.stderr)
+    t = interleaved({m: (lambda m=m: steps[m](data[m][:n_it])) for m in steps}, repeats, f"ncl {variant_name}: ")
+    out = {"config": NCL_CONFIG, "K": k, "backbone": cfg.BACKBONE.TYPE, "variant": variant_name,
+           "iterations_per_repeat": n_it, "repeats": repeats,
+           "step_ms": {m: stats([1000 * x / n_it for x in v]) for m, v in t.items()},
+           "ratio_to_K_single": {m: ratio_stats(t[m], [k * x for x in t["single"]]) for m in ("sequential", "batched")}}
+    out["targets"] = {m: {"target": f"<= {NCL_TARGETS[m]} (median)",
+                          "met": out["ratio_to_K_single"][m]["median"] <= NCL_TARGETS[m]} for m in NCL_TARGETS}
+    if profile:
+        out["profile"] = {m: profile_step(steps[m], data[m]) for m in steps}
+    return out
+
+
+def ncl_markdown(results, threads):
+    """Table lines for (d): one row per variant x path."""
+    if not results:
+        return []
+    lines = [f"**(d) NCL experts, one after another vs batched** (`{NCL_CONFIG}`, NCL.BATCHED_EXPERTS False / True; "
+             f"framework steps, K = {results[0]['K']} {results[0]['backbone']} experts, step / (K x the single-network CE "
+             f"step), the three interleaved, {threads} torch thread(s); targets: batched <= {NCL_TARGETS['batched']}, "
+             f"sequential <= {NCL_TARGETS['sequential']})", "",
+             "| variant | path | step ms (median) | single-network step ms (median) | step / (K x single) "
+             "(min / median / max) | target |", "|---|---|---|---|---|---|"]
+    for r in results:
+        for m in ("sequential", "batched"):
+            lines.append(f"| {r['variant']} | {m} | {r['step_ms'][m]['median']:.0f} | {r['step_ms']['single']['median']:.0f}"
+                         f" | {fmt3(r['ratio_to_K_single'][m], 2)} | {'met' if r['targets'][m]['met'] else 'MISSED'} |")
+    for r in results:
+        for m, rows in r.get("profile", {}).items():
+            lines += ["", f"Profile of one {m} step ({r['variant']}), top ops by self CPU time: "
+                      + "; ".join(f"{op} {ms:.0f} ms ({pct}%)" for op, ms, pct in rows)]
+    return lines + [""]
+
+
+def measure_ncl_only(args):
+    """--ncl-only: section (d) alone, for every --ncl-variants."""
+    device = args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    V = variants(device)
+    unknown = [v for v in args.ncl_variants if v not in V]
+    if unknown:
+        raise UserError(f"--ncl-variants: unknown {unknown}; valid: {', '.join(V)}")
+    batch = args.batch or (4 if args.smoke else 128)
+    repeats = args.repeats or (2 if args.smoke else 7)
+    cap = args.iters or (1 if args.smoke else 50)
+    target = 0.0 if args.smoke or args.iters else args.repeat_seconds
+    warmup = 0 if args.smoke else args.warmup
+    with tempfile.TemporaryDirectory(prefix="ltr_throughput_") as tmp:
+        log_path = os.path.join(tmp, "train.log")
+        results = [measure_ncl_experts(device, name, V[name], batch, log_path, warmup, target, cap, repeats,
+                                       args.ncl_profile) for name in args.ncl_variants]
+    machine = describe_machine(torch.device(device))
+    machine["load_average_1min"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    return {"machine": machine, "smoke": args.smoke, "batch": batch, "input": [3, 32, 32],
+            "threads": torch.get_num_threads(), "ncl_experts": results}
+
+
+def ncl_only_markdown(r):
+    m = r["machine"]
+    head = [f"### NCL experts: throughput on {m['device']}{' (smoke run)' if r['smoke'] else ''}", "",
+            machine_line(m) + f" 1-min load average before/after: {m['load_average_1min'][0]} / "
+            f"{m['load_average_1min'][1]}. Input 32x32, batch {r['batch']}, data in memory; figures are min / median /"
+            " max over the interleaved repeats.", ""]
+    return "\n".join(head + ncl_markdown(r["ncl_experts"], r["threads"]))
 
 
 def to_markdown(r):
@@ -465,6 +580,9 @@ def to_markdown(r):
         lines.append("No config of a multi-expert or multi-head method exists yet.")
     for stem, err in r["multi_expert_errors"].items():
         lines.append(f"- {stem}: not measured ({err})")
+    lines += [""] + ncl_markdown(r.get("ncl_experts", []), torch.get_num_threads())
+    if r.get("ncl_experts_error"):
+        lines.append(f"(d) NCL: not measured ({r['ncl_experts_error']})")
     lines += ["", "**Absolute** (framework step; 200 epochs of a 10,847-image CIFAR-100-LT-sized training set, "
               "training steps only, at the slower of model and data pipeline)", "",
               "| precision, memory format | framework img/s (median) | 200 epochs x 10,847 images |", "|---|---|---|"]
@@ -497,6 +615,11 @@ def parse_args(argv=None):
                    help=f"configs scanned for multi-expert methods in (c) (default {CONFIG_GLOB})")
     p.add_argument("--out", default="benchmarks/results", help="folder for throughput_<device>.md/.json")
     p.add_argument("--smoke", action="store_true", help="a few tiny iterations (checks the harness, not speed)")
+    p.add_argument("--ncl-only", action="store_true",
+                   help="only (d), NCL's experts one after another vs batched -> throughput_<device>_ncl.{md,json}")
+    p.add_argument("--ncl-variants", nargs="+", default=["fp32", "fp32_channels_last"],
+                   help="precision/memory-format variants for --ncl-only (default: fp32 fp32_channels_last)")
+    p.add_argument("--ncl-profile", action="store_true", help="--ncl-only: add a torch.profiler table per path")
     return p.parse_args(argv)
 
 
@@ -505,10 +628,15 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(BASE_CONFIG):
         raise UserError(f"{BASE_CONFIG} not found: run from the repository root")
-    result = measure(args)
-    md = to_markdown(result)
+    if args.ncl_only:
+        result = measure_ncl_only(args)
+        md = ncl_only_markdown(result)
+    else:
+        result = measure(args)
+        md = to_markdown(result)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"throughput_{args.device}{'_smoke' if args.smoke else ''}")
+    stem = os.path.join(args.out, f"throughput_{args.device}{'_ncl' if args.ncl_only else ''}"
+                                  f"{'_smoke' if args.smoke else ''}")
     write_json(stem + ".json", result, indent=2)
     write_text(stem + ".md", md)
     print(md)
