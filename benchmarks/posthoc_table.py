@@ -30,10 +30,12 @@ def find_row(results, name):
     raise SystemExit(f"error: no row {name!r} in the results JSON (rows: {', '.join(r['name'] for r in results['rows'])})")
 
 
-def posthoc(run_dir, taus, rerun):
-    out = os.path.join(run_dir, "posthoc_tau", "results.json")
+def posthoc(run_dir, taus, rerun, subdir="posthoc_tau"):
+    folder = os.path.join(run_dir, subdir)
+    out = os.path.join(folder, "results.json")
     if rerun or not os.path.isfile(out):
-        cmd = [sys.executable, os.path.join(ROOT, "tools", "posthoc_tau.py"), os.path.join(run_dir, "config.yaml")]
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "posthoc_tau.py"), os.path.join(run_dir, "config.yaml"),
+               "--out", folder]
         if taus:
             cmd += ["--taus"] + [str(t) for t in taus]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -58,11 +60,11 @@ def cell(values):
     return f"{m:.2f}" + (f" ± {s:.2f}" if s is not None else "")
 
 
-def collect(row, taus, rerun, members):
+def collect(row, taus, rerun, members, subdir):
     """{label: {metric: [per seed]}, "tau": {label: [per seed]}} for one compare.py row."""
     out = {}
     for run in row["runs"]:
-        res = posthoc(run["run_dir"], taus, rerun)
+        res = posthoc(run["run_dir"], taus, rerun, subdir)
         for m in members:
             adj = res if m == "main" else res["members"].get(m)
             if adj is None:
@@ -84,15 +86,17 @@ def main(argv=None):
     p.add_argument("--taus", type=float, nargs="+", default=None,
                    help="tau grid (default: the method's own; the baseline gets the method's grid)")
     p.add_argument("--members", nargs="+", default=["main", "mean_of_heads"], help="predictions to tabulate")
+    p.add_argument("--subdir", default="posthoc_tau",
+                   help="tau-search output folder inside each run (default posthoc_tau; another grid: another name)")
     p.add_argument("--rerun", action="store_true", help="rerun the tau search even if its results exist")
     p.add_argument("--out", default="", help="Markdown output (and .json beside it); default: print")
     args = p.parse_args(argv)
     with open(args.results) as f:
         results = json.load(f)
     row, base = find_row(results, args.config), find_row(results, args.baseline)
-    method = collect(row, args.taus, args.rerun, args.members)
-    grid = args.taus or posthoc(row["runs"][0]["run_dir"], args.taus, False)["tau_grid"]
-    baseline = collect(base, grid, args.rerun, ["main"])
+    method = collect(row, args.taus, args.rerun, args.members, args.subdir)
+    grid = args.taus or posthoc(row["runs"][0]["run_dir"], args.taus, False, args.subdir)["tau_grid"]
+    baseline = collect(base, grid, args.rerun, ["main"], args.subdir)
     ref = {k: stats(baseline["main"][k])[0] for k in KEYS}
     seeds = [r["seed"] for r in row["runs"]]
     lines = [f"### {row['name']}: post-hoc logit adjustment (stage two) vs {base['name']}", "",
