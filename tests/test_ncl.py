@@ -531,7 +531,7 @@ def test_launcher_run_killed_and_resumed_ends_with_identical_weights_and_valid_p
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     p = subprocess.Popen(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "NAME", "killed"] + opts, cwd=ROOT,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_line(p, "epoch 2 iter 3/")  # mid-epoch 2, after epoch 1's checkpoint
+    wait_for_line(p, "epoch 2 iter 3/", timeout=900)  # mid-epoch 2, after epoch 1's checkpoint
     p.kill()
     p.wait()
     assert p.returncode == -signal.SIGKILL
@@ -543,7 +543,8 @@ def test_launcher_run_killed_and_resumed_ends_with_identical_weights_and_valid_p
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     if moco:
-        assert int(b["state_dict"]["moco_queue_ptr"]) == (2 * 239) % 64  # every key of 2 epochs went through the queue
+        n = len(json.load(open(ref.DATASET.TRAIN_JSON))["annotations"])
+        assert int(b["state_dict"]["moco_queue_ptr"]) == (2 * n) % 64  # every key of 2 epochs went through the queue
         return
     r = run_cli([PY, "valid.py", str(tiny_cfg), "NAME", "killed", "TEST.MODEL_FILE", "latest.pth"] + opts)
     assert r.returncode == 0, r.stderr[-2000:]
