@@ -100,7 +100,7 @@ def main(argv=None):
     ref = {k: stats(baseline["main"][k])[0] for k in KEYS}
     seeds = [r["seed"] for r in row["runs"]]
     lines = [f"### {row['name']}: post-hoc logit adjustment (stage two) vs {base['name']}", "",
-             f"Fashion-MNIST-LT from `{args.results}` ({results.get('mode', '')} mode, seeds "
+             f"Fashion-MNIST-LT from `{args.results}` ({str(results.get('mode', '')).replace(' mode', '')} mode, seeds "
              f"{', '.join(str(s) for s in seeds)}; {row['epochs']} epochs each). Test-split accuracy (%), mean ± sample "
              "std over the seeds, each run's checkpoint chosen on the val split during training. tau (z - tau log pi) "
              "is chosen per run and per prediction on the **val split only** (`tools/posthoc_tau.py`, grid "
