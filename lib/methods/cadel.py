@@ -2,9 +2,11 @@
 
 One backbone with K heads at increasing depth (§2): aux heads on the outputs of the stages named in
 CADEL.TAPS (default: the last-but-two and last-but-one stages: layer2/layer3 of ResNet-50/152 and
-ResNeXt-50, layer1/layer2 of res32_cifar) and a CosNorm head (s = 30, no bias) on the pooled final
-feature. All heads train jointly with the cascaded re-weighted loss (§3, the release's
-`ensemble_loss_v2`); for a batch of N samples, heads k = 1..K shallow to deep:
+ResNeXt-50, layer1/layer2 of res32_cifar; on a ViT blocks 7 and 9 of 12, block3/block4 of vit_tiny_p4's 6) and a
+CosNorm head (s = 30, no bias) on the pooled final feature (ViT: fc_norm of the mean patch token). ViT aux
+heads (CADEL.AUX_HEAD vit, lib/models/aux_heads.ViTAuxHead) are CADEL.AUX_DEPTH extra transformer blocks + mean
+patch token + CosNorm, at the tapped block's layer-decay LR scale. All heads train jointly with the cascaded
+re-weighted loss (§3, the release's `ensemble_loss_v2`); for a batch of N samples, heads k = 1..K shallow to deep:
 
     p_k,i = P_k(y_i | x_i)  (detached)          m_k,i = mean_{j<=k} p_j,i   (the cascade)
     bins e_b = b/B, b = 0..B (last edge + 1e-6, so m = 1 is in the last bin); n_b = #{i: m_k,i in bin b}
@@ -58,6 +60,16 @@ def sigmoid_terms(z, y):
 TERMS = {"softmax": softmax_terms, "sigmoid": sigmoid_terms}
 
 
+def vit_default_taps(backbone):
+    """The release's tap depths for ViTs, blocks 7 and 9 of 12 (0-based), at the same relative depth for L blocks:
+    block floor(7L/12) and block floor(9L/12) (vit_tiny_p4, L = 6: block3 and block4)."""
+    L = len(backbone.blocks)
+    taps = [f"block{7 * L // 12}", f"block{9 * L // 12}"]
+    if L < 4 or taps[0] == taps[1]:
+        raise UserError(f"backbone has {L} transformer blocks: too few for automatic taps; name them in CADEL.TAPS")
+    return taps
+
+
 def anneal_T(epoch, epochs):
     """T = 1 - epoch / E for the 1-based epoch: 1 - 1/E in the first epoch, 0 in the last."""
     return 1.0 - float(epoch) / float(epochs)
@@ -101,11 +113,13 @@ class CADEL(Method):
         cfg.CADEL.LOSS = "softmax"  # per-head terms: softmax (CE, CNN release) | sigmoid (BCE over classes, ViT release)
         cfg.CADEL.MIXUP_ALPHA = 0.0  # input mixup lam ~ Beta(a, a) (criterions.mixup.alpha); 0 = off
         cfg.CADEL.TAPS = []  # stage outputs read by the aux heads, shallow to deep; [] = last-but-two and last-but-one stages
-        cfg.CADEL.AUX_HEAD = "cnn"  # cnn (Aux_Layer2, 1x1 projection) | places (Aux_Classifier, 3x3 projection)
+        cfg.CADEL.AUX_HEAD = "cnn"  # cnn (Aux_Layer2, 1x1 projection) | places (Aux_Classifier, 3x3 projection) | vit (ViTs)
+        cfg.CADEL.AUX_DEPTH = 2  # vit aux head: extra transformer blocks after the tapped block (params.aux_depth)
         cfg.CADEL.AUX_WIDTH = 0  # aux conv width W (projection 2W); 0 = the backbone's feature width (2048 on ResNet-50)
         cfg.CADEL.AUX_GROUPS = 32  # groups of the aux head's grouped 3x3 conv
         cfg.CADEL.AUX_DROPOUT = 0.5  # dropout before each aux head's CosNorm
         cfg.CADEL.SCALE = 30.0  # CosNorm scale s of every head
+        cfg.CADEL.LAST_HEAD_INIT_STD = 0.0  # > 0: last head's W ~ trunc_normal(std) (ViT release: 2e-5); 0 = U(+-1/sqrt(d))
         cfg.CADEL.HEADLINE = "last"  # prediction: last (last head; CNN release) | mean (mean of the heads' logits; ViT)
         cfg.CADEL.BACKBONE_LR_SCALE = 1.0  # backbone LR / head LR; 0 = backbone frozen, BN statistics still move (Places)
         cfg.CADEL.PRETRAINED_SHAPE_MATCH = "skip"  # BACKBONE.PRETRAINED_MODEL: skip keys whose shape differs (release) | error
@@ -138,13 +152,24 @@ class CADEL(Method):
         backbone = backbone_from_config(cfg, pretrained="")
         if cfg.BACKBONE.PRETRAINED_MODEL:
             self._load_backbone(backbone, cfg.BACKBONE.PRETRAINED_MODEL, c.PRETRAINED_SHAPE_MATCH)
-        taps = check_taps(backbone, list(c.TAPS)) if len(c.TAPS) else default_taps(backbone)
+        tokens = hasattr(backbone, "num_prefix_tokens")  # a ViT (lib/models/vit.py): its stages output tokens
+        if tokens and c.AUX_HEAD != "vit":
+            raise UserError(f"CADEL.AUX_HEAD {c.AUX_HEAD} reads feature maps, but BACKBONE.TYPE {cfg.BACKBONE.TYPE} "
+                            "outputs tokens: set CADEL.AUX_HEAD vit")
+        if len(c.TAPS):
+            taps = check_taps(backbone, list(c.TAPS))
+        else:
+            taps = vit_default_taps(backbone) if tokens else default_taps(backbone)
         width = int(c.AUX_WIDTH) or backbone.out_dim
         aux = [build_aux_head(c.AUX_HEAD, backbone.stage_channels[t], self.num_classes, tap=t, backbone=backbone,
                               width=width, groups=int(c.AUX_GROUPS), dropout=float(c.AUX_DROPOUT),
-                              scale=float(c.SCALE))
+                              scale=float(c.SCALE), depth=int(c.AUX_DEPTH))
                for t in taps]
         last = CosNorm(backbone.out_dim, self.num_classes, scale=float(c.SCALE))
+        if c.LAST_HEAD_INIT_STD < 0:
+            raise UserError(f"CADEL.LAST_HEAD_INIT_STD must be >= 0 (0 = CosNorm's own init), got {c.LAST_HEAD_INIT_STD}")
+        if c.LAST_HEAD_INIT_STD > 0:  # MAE/LiVT fine-tuning: head.weight <- trunc_normal(std 2e-5) (spec §2)
+            torch.nn.init.trunc_normal_(last.weight, std=float(c.LAST_HEAD_INIT_STD))
         b = cfg.BACKBONE
         self.net = TappedNetwork(backbone, taps, aux, last,
                                  freeze_backbone=b.FREEZE or self.backbone_lr_scale == 0,

@@ -363,7 +363,8 @@ class NCLMethod(Method):
     def _build_expert(self, backbone_type, head):
         cfg = self.cfg
         backbone = build_backbone(backbone_type, in_channels(cfg), init=cfg.BACKBONE.INIT,
-                                  pretrained=cfg.BACKBONE.PRETRAINED_MODEL)
+                                  pretrained=cfg.BACKBONE.PRETRAINED_MODEL,  # ViTs: at INPUT_SIZE, with drop path
+                                  image_size=cfg.INPUT_SIZE, drop_path=cfg.BACKBONE.DROP_PATH)
         d = backbone.out_dim
         c = cfg.CLASSIFIER
         h = build_head(c.TYPE, d, self.num_classes, bias=c.BIAS, scale=c.COS_SCALE) if head else None

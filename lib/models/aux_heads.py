@@ -3,10 +3,9 @@
 Registry `AUX_HEADS`; factory signature `factory(in_channels, num_classes, **options) -> nn.Module`
 mapping the tapped stage output (here a map (B, C_in, H, W)) to logits (B, C). The options always include
 `tap` (the stage name) and `backbone` (the module), so a head can match the backbone it reads, plus the
-CADEL.AUX_* settings; options a factory does not use are ignored. A new kind (e.g. CADEL's ViT aux head:
-2 extra transformer blocks on the tokens of block 7 or 9, drop-path and layer-decay id from the tap, mean
-over patch tokens, CosNorm) is one more registered factory. Every head exposes `.head` (its final
-classifier, with `.weight`/`.bias`).
+CADEL.AUX_* settings; options a factory does not use are ignored. Every head exposes `.head` (its final
+classifier, with `.weight`/`.bias`). Kinds: "cnn", "places" (feature maps, below) and "vit" (tokens,
+ViTAuxHead: CADEL-ViT, §2 "ViT-B/16").
 
 CNN block (`Aux_Layer2` in the release), with width W (2048 in the release), projection width 2W:
     1. conv3x3(C_in -> W, pad 1), BN, ReLU
@@ -20,6 +19,7 @@ The pad-0 convolutions shrink the map by 4 pixels ("places": 6), so a tap must b
 and Kaiming (fan_out, ReLU) init; BN weight 1, bias 0; the SE FCs keep PyTorch's default init.
 """
 from collections import OrderedDict
+from functools import partial
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -98,6 +98,69 @@ def cnn_aux_head(in_channels, num_classes, width=2048, groups=32, se_reduction=8
 def places_aux_head(in_channels, num_classes, width=2048, groups=32, se_reduction=8, dropout=0.5, scale=30.0, **_):
     """`Aux_Classifier` (ResNet-152, Places-LT): the 2W projection is a 3x3 conv with pad 0."""
     return ConvAuxHead(in_channels, num_classes, width, groups, 3, se_reduction, dropout, scale)
+
+
+class ViTAuxHead(nn.Module):
+    """CADEL-ViT aux head (spec cadel.md §2, "ViT-B/16") on the tokens of transformer block i:
+
+        t' = Block_{i,D}(... Block_{i,1}(t))      D = CADEL.AUX_DEPTH (2) extra timm Blocks, input t = block i's
+                                                  output (B, 1 + N, d), same width d, heads, MLP ratio, qkv bias
+                                                  and LayerNorm as the backbone's blocks
+        g  = mean_{n > prefix} t'_n               mean over the N patch tokens (cls token left out), (B, d)
+        z  = CosNorm_s(g)                         (B, C), s = 30, no bias
+
+    No LayerNorm before the pooling: the release's `global_pool=True` is a bool, so its aux heads skip the norm
+    the main head's `fc_norm` applies. Stochastic depth of the extra blocks = the backbone's rate at block i
+    (dpr[i] of its linear 0 -> BACKBONE.DROP_PATH rule, read from the tapped block). Init: timm's ViT init of its
+    blocks (trunc_normal std .02 on every Linear weight, zero biases, LayerNorm 1 / 0); the checkpoint has no
+    aux weights, so they start from this. `lr_layer_at` = i + 1, block i's BEiT layer id: under
+    TRAIN.OPTIMIZER.LAYER_DECAY the whole head (blocks and CosNorm) gets block i's LR scale, our reading of
+    "the aux heads get the LR scale of layer 7 or layer 9" (§4: the tapped block's scale, not the top layer's)."""
+
+    def __init__(self, backbone, block_index, num_classes, depth=2, scale=30.0):
+        super().__init__()
+        from .vit import Block  # timm, imported through lib/models/vit.py (torchvision import fix)
+        from timm.layers import trunc_normal_
+
+        if depth < 1:
+            raise UserError(f"CADEL.AUX_DEPTH must be >= 1 for the vit aux head, got {depth}")
+        ref = backbone.blocks[block_index]
+        dim = backbone.embed_dim
+        drop_path = float(getattr(ref.drop_path1, "drop_prob", 0.0))
+        self.blocks = nn.Sequential(*[
+            Block(dim, ref.attn.num_heads, mlp_ratio=ref.mlp.fc1.out_features / dim,
+                  qkv_bias=ref.attn.qkv.bias is not None, drop_path=drop_path,
+                  act_layer=type(ref.mlp.act), norm_layer=partial(type(ref.norm1), eps=ref.norm1.eps))
+            for _ in range(depth)])
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.num_prefix_tokens = backbone.num_prefix_tokens
+        self.head = CosNorm(dim, num_classes, scale=scale)
+        self.out_dim = dim
+        self.drop_path = drop_path
+        self.lr_layer_at = block_index + 1  # lib/engine/optim.py: every parameter here gets this layer id
+
+    def features(self, tokens):
+        """(B, 1 + N, d) tokens of the tapped block -> pooled aux feature g (B, d)."""
+        return self.blocks(tokens)[:, self.num_prefix_tokens:].mean(dim=1)
+
+    def forward(self, tokens):
+        return self.head(self.features(tokens))
+
+
+@AUX_HEADS.register("vit")
+def vit_aux_head(in_channels, num_classes, tap=None, backbone=None, depth=2, scale=30.0, **_):
+    """CADEL-ViT aux head on transformer block `tap` ("block7") of a ViT backbone (lib/models/vit.py)."""
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is None or not hasattr(backbone, "num_prefix_tokens"):
+        raise UserError(f"CADEL.AUX_HEAD vit needs a ViT backbone (vit_b16, vit_tiny_p4), got {type(backbone).__name__}")
+    if not (isinstance(tap, str) and tap.startswith("block") and tap[5:].isdigit() and int(tap[5:]) < len(blocks)):
+        raise UserError(f"CADEL.TAPS: the vit aux head reads a transformer block (block0 .. block{len(blocks) - 1}), "
+                        f"got {tap!r}")
+    return ViTAuxHead(backbone, int(tap[5:]), num_classes, depth=int(depth), scale=scale)
 
 
 def build_aux_head(kind, in_channels, num_classes, **options):

@@ -28,7 +28,7 @@ from lib.utils.errors import UserError
 from lib.utils.tv import torchvision  # noqa: F401  (must precede timm: it imports torchvision)
 
 from timm.layers import resample_abs_pos_embed  # noqa: E402
-from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+from timm.models.vision_transformer import Block, VisionTransformer  # noqa: E402,F401  (Block: CADEL's ViT aux heads)
 
 # keys of MAE pre-training checkpoints that a classifier does not use (the decoder, the mask token)
 _PRETRAIN_ONLY = ("decoder", "mask_token")
