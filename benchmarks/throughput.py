@@ -1,7 +1,7 @@
 """What the framework costs over hand-written PyTorch, measured side by side in one process.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--repeats 7] [--repeat-seconds 3] [--workers 2]
-        [--configs FILE ...] [--out benchmarks/results] [--smoke]
+        [--configs FILE ...] [--out benchmarks/results] [--smoke] [--vit-only] [--vit-variants fp32 bf16]
 
 Same model (ResNet-32 of configs/fashion_mnist_lt/ce_res32.yaml), 32x32 inputs, batch 128, the same
 precision and memory format on both sides, data already in memory (device memory on CUDA), in three
@@ -23,6 +23,13 @@ variants: fp32, fp32 + channels_last, AMP + channels_last (bf16 autocast on CPU,
     interleaved; targets batched <= 0.9, sequential <= 1.05. --ncl-only measures just this, for every
     --ncl-variants, into <out>/throughput_<device>_ncl.{md,json}; --ncl-profile adds a torch.profiler
     table of one step of each path.
+(e) the ViT step (configs/fashion_mnist_lt/ce_vit_tiny.yaml: vit_tiny_p4, AdamW with layer-wise LR decay and no
+    weight decay on 1-D parameters, the per-iteration warmup + cosine schedule, drop path 0.1) against a bare
+    timm loop: the same weights in timm's own VisionTransformer (classifier included), the optimizer from
+    timm.optim.create_optimizer_v2(adamw, layer_decay) (timm's BEiT groups, lr_scale per group), the LR set by hand
+    before every step (MAE's per-iteration warmup + half-cycle cosine), forward, F.cross_entropy, zero_grad,
+    backward, step. Ratio = framework images/s / bare images/s, at fp32 and AMP (--vit-variants). --vit-only
+    measures just this, into <out>/throughput_<device>_vit.{md,json}.
 
 Repeats are interleaved (framework, bare and, for the fastest variant, the pipeline, in rotating order)
 so that load from other processes hits all of them alike; every figure is min / median / max over the
@@ -37,6 +44,7 @@ import argparse
 import contextlib
 import copy
 import glob
+import math
 import os
 import sys
 import tempfile
@@ -129,7 +137,7 @@ def synchronize(device):
 class FrameworkStep:
     """The trainer's set-up (as in `train`) and its own loop `train_one_epoch` over in-memory batches."""
 
-    def __init__(self, cfg, counts, log_path):
+    def __init__(self, cfg, counts, log_path, per_step_schedule=False):
         self.cfg = cfg
         self.device = torch.device(cfg.DEVICE)
         self.log = FileLogger(log_path)
@@ -138,7 +146,9 @@ class FrameworkStep:
             self.method.to(memory_format=torch.channels_last)
         self.model = wrap_model(cfg, self.method, self.device, self.log)
         self.optimizer = build_optimizer(cfg, self.method)
-        LRSchedule(cfg, self.optimizer).set_epoch(1)
+        self.scheduler = LRSchedule(cfg, self.optimizer)
+        self.scheduler.set_epoch(1)
+        self.per_step_schedule = per_step_schedule  # (e): the trainer's scheduler.step before every optimizer step
         self.method.on_epoch_start(1)
         self.amp = AmpContext(cfg, self.device)
 
@@ -146,7 +156,7 @@ class FrameworkStep:
         synchronize(self.device)
         t0 = time.perf_counter()
         train_one_epoch(self.model, self.method, batches, self.optimizer, self.amp, self.device, 1, self.cfg,
-                        self.log)
+                        self.log, scheduler=self.scheduler if self.per_step_schedule else None)
         synchronize(self.device)
         return time.perf_counter() - t0
 
@@ -416,6 +426,11 @@ def _measure(args, device, dev, tmp):
     except Exception as e:  # a broken method must not hide the other figures
         result["ncl_experts_error"] = f"{type(e).__name__}: {e}"
         print(f"(d) NCL: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+    try:  # (e) ViT: framework vs a bare timm loop
+        result["vit"] = measure_vit(device, args.vit_variants, batch, log_path, warmup, target, cap, repeats)
+    except Exception as e:  # timm missing, or a broken ViT path: the other figures stay
+        result["vit_error"] = f"{type(e).__name__}: {e}"
+        print(f"(e) ViT: skipped ({type(e).__name__}: {e})", file=sys.stderr)
     fr = result["framework_vs_bare"]
     result["targets"] = {
         "framework_step_ratio": {"target": f">= {FRAMEWORK_TARGET} (median, every variant)", "met": all(
@@ -533,6 +548,173 @@ def ncl_only_markdown(r):
     return "\n".join(head + ncl_markdown(r["ncl_experts"], r["threads"]))
 
 
+# ---------------------------------------------------------------- (e) ViT: framework vs a bare timm loop
+VIT_CONFIG = "configs/fashion_mnist_lt/ce_vit_tiny.yaml"
+
+
+class BareTimmStep:
+    """A hand-written timm fine-tuning loop (MAE/BEiT style) on the framework network's weights, moved into timm's own
+    VisionTransformer (same architecture, classifier as its `head`): optimizer from timm.optim.create_optimizer_v2
+    (AdamW, timm's layer-decay groups with `lr_scale`), the LR of every group set by hand before each step
+    (lr_t = BASE_LR * f(t) * lr_scale, f = linear warmup over WARM_EPOCH then half-cycle cosine to ETA_MIN, t in
+    epochs), forward, F.cross_entropy, zero_grad, backward, step. Precision as BareStep."""
+
+    def __init__(self, method, cfg, iters_per_epoch=20):
+        from lib.models import vit  # timm after the torchvision import fix
+        from timm.models.vision_transformer import VisionTransformer
+        from timm.optim import create_optimizer_v2
+
+        self.device = torch.device(cfg.DEVICE)
+        b, head = method.net.backbone, method.net.head
+        dim = b.embed_dim
+        net = VisionTransformer(img_size=tuple(b.patch_embed.img_size), patch_size=b.patch_embed.patch_size,
+                                in_chans=b.patch_embed.proj.in_channels, num_classes=head.out_features,
+                                global_pool="avg", fc_norm=True, embed_dim=dim, depth=len(b.blocks),
+                                num_heads=b.blocks[0].attn.num_heads, mlp_ratio=b.blocks[0].mlp.fc1.out_features / dim,
+                                qkv_bias=True, norm_layer=vit._LN, drop_path_rate=cfg.BACKBONE.DROP_PATH)
+        state = dict(b.state_dict(), **{"head.weight": head.weight, "head.bias": head.bias})
+        net.load_state_dict(state)  # strict: every key of the framework network, and nothing else
+        self.net = net.to(self.device)
+        x = torch.randn(2, b.patch_embed.proj.in_channels, *b.patch_embed.img_size, device=self.device)
+        with torch.no_grad():  # the same function as the framework network (eval mode: no drop path)
+            method.eval(), self.net.eval()
+            if not torch.allclose(self.net(x), head(b(x)), atol=1e-5):
+                raise RuntimeError("(e): the timm copy does not compute what the framework network computes")
+            method.train()
+        o, s = cfg.TRAIN.OPTIMIZER, cfg.TRAIN.LR_SCHEDULER
+        self.opt = create_optimizer_v2(self.net, "adamw", lr=o.BASE_LR, weight_decay=o.WEIGHT_DECAY,
+                                       layer_decay=o.LAYER_DECAY, betas=tuple(o.BETAS))
+        self.base_lr, self.eta, self.warm = o.BASE_LR, s.ETA_MIN, s.WARM_EPOCH
+        self.total = cfg.TRAIN.MAX_EPOCH
+        self.iters_per_epoch, self.it = iters_per_epoch, 0
+        amp = cfg.TRAIN.AMP
+        self.dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(
+            amp.DTYPE, torch.float16 if self.device.type == "cuda" else torch.bfloat16)
+        self.amp = amp.ENABLE
+        self.scaler = (torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda"
+                       and self.dtype == torch.float16 else None)
+
+    def lr(self, t):
+        if t < self.warm:
+            return self.base_lr * t / self.warm
+        return self.eta + (self.base_lr - self.eta) * 0.5 * (1 + math.cos(math.pi * (t - self.warm) /
+                                                                          (self.total - self.warm)))
+
+    def __call__(self, batches):
+        self.net.train()
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        for b in batches:
+            x, y = b["image"].to(self.device, non_blocking=True), b["label"].to(self.device, non_blocking=True)
+            lr = self.lr((self.it % (self.total * self.iters_per_epoch)) / self.iters_per_epoch)
+            self.it += 1
+            for g in self.opt.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.amp else contextlib.nullcontext()
+            with ctx:
+                loss = F.cross_entropy(self.net(x), y)
+            self.opt.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.opt.step()
+        synchronize(self.device)
+        return time.perf_counter() - t0
+
+
+def vit_variants(device, names):
+    """{name: (amp enabled, amp dtype, channels_last)} for (e): fp32 and AMP (bf16 on CPU, fp16 on CUDA); no
+    channels_last (a ViT has one convolution)."""
+    amp = ("fp16", "float16") if device == "cuda" else ("bf16", "bfloat16")
+    V = {"fp32": (False, "auto", False), amp[0]: (True, amp[1], False)}
+    unknown = [n for n in names if n not in V]
+    if unknown:
+        raise UserError(f"--vit-variants: unknown {unknown}; valid: {', '.join(V)}")
+    return {n: V[n] for n in names}
+
+
+def measure_vit(device, names, batch, log_path, warmup, target, cap, repeats):
+    """(e): the framework's ViT step and the bare timm loop, interleaved, per precision variant."""
+    dev = torch.device(device)
+    out = {"config": VIT_CONFIG, "variants": {}}
+    for name, variant in vit_variants(device, names).items():
+        cfg = make_cfg(VIT_CONFIG, device, variant, batch)
+        counts = training_counts(cfg)
+        fw = FrameworkStep(cfg, counts, log_path, per_step_schedule=True)
+        bare = BareTimmStep(fw.method, cfg)
+        ours = sorted(round(g["lr_scale"], 6) for g in fw.optimizer.param_groups for _ in g["params"])
+        theirs = sorted(round(g.get("lr_scale", 1.0), 6) for g in bare.opt.param_groups for _ in g["params"])
+        batches = memory_batches(cfg, counts, cap, batch, dev)
+        timed = {"framework": calibrate(fw, batches, warmup, target), "bare": calibrate(bare, batches, warmup, target)}
+        n_it = iterations_for(max(timed.values()), target, cap) if target else cap
+        print(f"(e) ViT {name}: {repeats} interleaved repeats of {n_it} iterations", file=sys.stderr)
+        t = interleaved({"framework": lambda: fw(batches[:n_it]), "bare": lambda: bare(batches[:n_it])}, repeats,
+                        f"vit {name}: ")
+        f = [n_it * batch / x for x in t["framework"]]
+        b = [n_it * batch / x for x in t["bare"]]
+        out["backbone"] = cfg.BACKBONE.TYPE
+        out["parameters"] = sum(p.numel() for p in fw.method.parameters())
+        out["input"] = [in_channels(cfg), *[int(v) for v in cfg.INPUT_SIZE]]
+        out["variants"][name] = {"iterations_per_repeat": n_it, "repeats": repeats, "ratio": ratio_stats(f, b),
+                                 "framework_images_per_s": stats(f), "bare_images_per_s": stats(b),
+                                 "same_lr_scales_as_timm": ours == theirs}
+    out["target"] = {"target": f">= {FRAMEWORK_TARGET} (median, every variant)", "met": all(
+        v["ratio"]["median"] >= FRAMEWORK_TARGET for v in out["variants"].values())}
+    return out
+
+
+def vit_markdown(r):
+    if not r:
+        return []
+    lines = [f"**(e) ViT step: framework vs a bare timm loop** (`{r['config']}`: {r['backbone']}, "
+             f"{r['parameters'] / 1e6:.2f} M parameters, input {r['input'][1]}x{r['input'][2]}; AdamW, layer decay, "
+             "no weight decay on 1-D parameters, per-iteration warmup + cosine, drop path; bare = the same weights in "
+             "timm's VisionTransformer with timm.optim.create_optimizer_v2(adamw, layer_decay) and the LR set by hand "
+             f"each step; target: ratio >= {FRAMEWORK_TARGET})", "",
+             "| precision | framework img/s (median) | bare timm img/s (median) | ratio framework / bare "
+             "(min / median / max) | repeats x iterations | LR scales = timm's |", "|---|---|---|---|---|---|"]
+    for name, v in r["variants"].items():
+        lines.append(f"| {name} | {v['framework_images_per_s']['median']:.0f} | {v['bare_images_per_s']['median']:.0f}"
+                     f" | {fmt3(v['ratio'])} | {v['repeats']} x {v['iterations_per_repeat']} | "
+                     f"{'yes' if v['same_lr_scales_as_timm'] else 'NO'} |")
+    return lines + ["", "Target (e): " + ("met" if r["target"]["met"] else "MISSED") + f" ({r['target']['target']}).",
+                    ""]
+
+
+def measure_vit_only(args):
+    """--vit-only: section (e) alone, for every --vit-variants."""
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available on this machine")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    batch = args.batch or (4 if args.smoke else 128)
+    repeats = args.repeats or (2 if args.smoke else 7)
+    cap = args.iters or (1 if args.smoke else 50)
+    target = 0.0 if args.smoke or args.iters else args.repeat_seconds
+    warmup = 0 if args.smoke else args.warmup
+    with tempfile.TemporaryDirectory(prefix="ltr_throughput_") as tmp:
+        vit = measure_vit(device, args.vit_variants, batch, os.path.join(tmp, "train.log"), warmup, target, cap,
+                          repeats)
+    machine = dict(describe_machine(torch.device(device)), **cpu_features())
+    machine["load_average_1min"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    return {"machine": machine, "smoke": args.smoke, "batch": batch, "threads": torch.get_num_threads(),
+            "vit": vit}
+
+
+def vit_only_markdown(r):
+    m = r["machine"]
+    head = [f"### ViT step: throughput on {m['device']}{' (smoke run)' if r['smoke'] else ''}", "",
+            machine_line(m) + f" 1-min load average before/after: {m['load_average_1min'][0]} / "
+            f"{m['load_average_1min'][1]}. Batch {r['batch']}, data in memory, {r['threads']} torch thread(s); figures"
+            " are min / median / max over the interleaved repeats.", ""]
+    return "\n".join(head + vit_markdown(r["vit"]))
+
+
 def to_markdown(r):
     s, m = r["settings"], r["machine"]
     runs = ", ".join(f"{n}: {s['repeats'][n]} x {s['iterations_per_repeat'][n]}" for n in s["repeats"])
@@ -583,6 +765,9 @@ def to_markdown(r):
     lines += [""] + ncl_markdown(r.get("ncl_experts", []), torch.get_num_threads())
     if r.get("ncl_experts_error"):
         lines.append(f"(d) NCL: not measured ({r['ncl_experts_error']})")
+    lines += vit_markdown(r.get("vit"))
+    if r.get("vit_error"):
+        lines.append(f"(e) ViT: not measured ({r['vit_error']})")
     lines += ["", "**Absolute** (framework step; 200 epochs of a 10,847-image CIFAR-100-LT-sized training set, "
               "training steps only, at the slower of model and data pipeline)", "",
               "| precision, memory format | framework img/s (median) | 200 epochs x 10,847 images |", "|---|---|---|"]
@@ -620,6 +805,10 @@ def parse_args(argv=None):
     p.add_argument("--ncl-variants", nargs="+", default=["fp32", "fp32_channels_last"],
                    help="precision/memory-format variants for --ncl-only (default: fp32 fp32_channels_last)")
     p.add_argument("--ncl-profile", action="store_true", help="--ncl-only: add a torch.profiler table per path")
+    p.add_argument("--vit-only", action="store_true",
+                   help="only (e), the ViT step vs a bare timm loop -> throughput_<device>_vit.{md,json}")
+    p.add_argument("--vit-variants", nargs="+", default=["fp32", "bf16"],
+                   help="precision variants for (e) (default: fp32 bf16; on CUDA use fp32 fp16)")
     return p.parse_args(argv)
 
 
@@ -628,15 +817,20 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(BASE_CONFIG):
         raise UserError(f"{BASE_CONFIG} not found: run from the repository root")
+    if args.device == "cuda" and args.vit_variants == ["fp32", "bf16"]:
+        args.vit_variants = ["fp32", "fp16"]
     if args.ncl_only:
         result = measure_ncl_only(args)
         md = ncl_only_markdown(result)
+    elif args.vit_only:
+        result = measure_vit_only(args)
+        md = vit_only_markdown(result)
     else:
         result = measure(args)
         md = to_markdown(result)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"throughput_{args.device}{'_ncl' if args.ncl_only else ''}"
-                                  f"{'_smoke' if args.smoke else ''}")
+    part = "_ncl" if args.ncl_only else "_vit" if args.vit_only else ""
+    stem = os.path.join(args.out, f"throughput_{args.device}{part}{'_smoke' if args.smoke else ''}")
     write_json(stem + ".json", result, indent=2)
     write_text(stem + ".md", md)
     print(md)
