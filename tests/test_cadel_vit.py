@@ -236,6 +236,60 @@ def test_fashion_mnist_vit_configs_share_the_ce_rows_budget_and_the_vit_recipe()
                                                                                 ["block3", "block4"])
 
 
+# ---------------------------------------------------------------- release ViT YAML
+RELEASE_VIT = """
+coslr: true
+endlr: 0.0
+criterions:
+  mixup: {alpha: 0.5}
+model_dir: null
+networks:
+  feat_model:
+    def_file: ./models/ViT_Ensemble.py
+    fix: false
+    optim_params: {lr: 0.0005, momentum: 0.9, weight_decay: 0.05, min_lr: 1.0e-07, layer_decay: 0.75, adamW2: 0.99}
+    params: {num_classes: 8142, scale: 30, classifier_num: 3, aux_depth: 2, drop_path: 0.2, global_pool: true,
+             checkpoint: ./pretrained/iNat18_Res_128.pth}
+training_opt:
+  batch_size: 128
+  dataset: iNaturalist18
+  num_classes: 8142
+  num_epochs: 100
+  num_workers: 12
+  image_size: 224
+  feature_dim: 768
+  bins: 8
+  gamma: 1
+  base_weight: 2
+  warmup_epoch: 5
+  log_dir: ./logs/iNat/ViT_B_16_224_stage1
+"""
+
+
+def test_converter_maps_a_release_vit_yaml_onto_the_vit_recipe(tmp_path):
+    import yaml
+
+    from conftest import load_tool
+
+    conv = load_tool("convert_cadel_config").convert(yaml.safe_load(RELEASE_VIT))
+    out = tmp_path / "ours.yaml"
+    out.write_text(yaml.safe_dump(conv.out))
+    cfg = build_config(str(out))
+    assert (cfg.BACKBONE.TYPE, cfg.BACKBONE.DROP_PATH, cfg.BACKBONE.PRETRAINED_MODEL) == (
+        "vit_b16", 0.2, "./pretrained/iNat18_Res_128.pth")
+    c, o, s = cfg.CADEL, cfg.TRAIN.OPTIMIZER, cfg.TRAIN.LR_SCHEDULER
+    assert (c.AUX_HEAD, c.AUX_DEPTH, list(c.TAPS), c.LOSS, c.HEADLINE, c.LAST_HEAD_INIT_STD) == (
+        "vit", 2, ["block7", "block9"], "sigmoid", "mean", 2e-5)
+    assert list(c.POSTHOC_TAUS) == pytest.approx([1.3, 1.4, 1.5, 1.6, 1.7, 1.8]) and c.MIXUP_ALPHA == 0.5
+    assert (o.TYPE, o.BASE_LR, o.WEIGHT_DECAY, o.LAYER_DECAY, tuple(o.BETAS), o.NO_WEIGHT_DECAY_1D) == (
+        "ADAMW", 5e-4, 0.05, 0.75, (0.9, 0.99), True)
+    assert (s.TYPE, s.WARM_EPOCH, s.ETA_MIN) == ("warmup_cosine", 5, 1e-7)
+    assert cfg.INPUT_SIZE == (224, 224) and cfg.TRAIN.AMP.ENABLE and cfg.TEST.LOGIT_ADJUST.TAU == 1.0
+    dropped = dict(conv.dropped)
+    assert "coslr" in dropped and "networks.feat_model.params.classifier_num" in dropped
+    assert "networks.feat_model.optim_params.momentum" in dropped
+
+
 # ---------------------------------------------------------------- throughput (e)
 def test_throughput_vit_part_compares_the_framework_step_with_a_bare_timm_loop_with_timms_lr_scales(monkeypatch,
                                                                                                       tmp_path):

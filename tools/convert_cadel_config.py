@@ -19,6 +19,14 @@ and as comments at the top of the output. Without --out the converted YAML is pr
     training_opt.dataset        -> DATASET.TRAIN/VALID/TEST_JSON under --data-root (our converters' names),
                                    transforms, normalisation and the tau grid of that dataset
     training_opt.log_dir        -> NAME (its last folder)
+ViT-B/16 configs (a feature model whose def_file names a ViT; specs/cadel.md §2, §4): BACKBONE.TYPE vit_b16 with
+the ViT defaults (aux heads CADEL.AUX_HEAD vit on blocks 7 and 9, CADEL.LOSS sigmoid, CADEL.HEADLINE mean, last head
+re-initialised trunc_normal(2e-5), tau grid 1.3 .. 1.8, AMP, validation with tau = 1 as the ViT runner), and
+    optim_params lr / weight_decay / min_lr / layer_decay / adamW2 -> TRAIN.OPTIMIZER ADAMW BASE_LR / WEIGHT_DECAY,
+                                   LR_SCHEDULER.ETA_MIN, OPTIMIZER.LAYER_DECAY, BETAS (0.9, adamW2); no WD on 1-D
+    training_opt.warmup_epoch   -> TRAIN.LR_SCHEDULER warmup_cosine (per iteration), WARM_EPOCH
+    params drop_path / aux_depth / checkpoint -> BACKBONE.DROP_PATH / CADEL.AUX_DEPTH / BACKBONE.PRETRAINED_MODEL
+                                   (a local file, never downloaded); classifier_num (3) and global_pool (true) checked
 Class counts always come from the train JSON, so `num_shots.npz` is not needed; with --num-shots the tool
 checks that its counts agree with the train JSON (--train-json, default the converted TRAIN_JSON).
 """
@@ -50,6 +58,8 @@ UNUSED_TOP = {
 }
 VIT_KEYS = {"min_lr", "layer_decay", "adamW2", "classifier_num", "aux_depth", "drop_path", "global_pool",
             "checkpoint", "warmup_epoch"}
+VIT_TAUS = [1.3, 1.4, 1.5, 1.6, 1.7, 1.8]
+VIT_DIM = 768
 
 
 class Conversion:
@@ -80,6 +90,8 @@ class Conversion:
 def backbone_of(def_file, hint=""):
     """BACKBONE.TYPE from a release def_file (or training_opt.backbone)."""
     text = f"{def_file} {hint}".lower()
+    if "vit" in text:
+        return "vit_b16"
     if "resnext" in text:
         return "resnext50"
     if "152" in text:
@@ -87,7 +99,7 @@ def backbone_of(def_file, hint=""):
     if "resnet" in text or "50" in text:
         return "res50"
     raise UserError(f"networks: cannot tell the backbone from def_file {def_file!r}; expected a ResNet-50, "
-                    "ResNeXt-50 or ResNet-152 feature model")
+                    "ResNeXt-50, ResNet-152 or ViT-B/16 feature model")
 
 
 def _is_backbone(name, net):
@@ -147,13 +159,30 @@ def convert(release, data_root="data"):
     bname = backbone_nets[0]
     bnet = nets[bname]
     btype = backbone_of(bnet.get("def_file", ""), str(opt.get("backbone", "")))
+    vit = btype == "vit_b16"
+    feat_dim = VIT_DIM if vit else 2048
     c.set("BACKBONE.TYPE", btype)
-    c.set("CADEL.TAPS", ["layer2", "layer3"])
-    c.set("CADEL.AUX_HEAD", "places" if btype == "res152" else "cnn")
-    c.set("CADEL.HEADLINE", "last")
-    c.set("CADEL.POSTHOC_TAUS", taus)
-    c.set("TRAIN.OPTIMIZER.TYPE", "SGD")
-    c.set("TRAIN.OPTIMIZER.NESTEROV", False)
+    if vit:  # specs/cadel.md §2 "ViT-B/16", §3 ViT loss, §4 ViT optimisation, §5 ViT grid, §6 ViT runner
+        c.set("CADEL.TAPS", ["block7", "block9"])
+        c.set("CADEL.AUX_HEAD", "vit")
+        c.set("CADEL.LOSS", "sigmoid")
+        c.set("CADEL.HEADLINE", "mean")
+        c.set("CADEL.LAST_HEAD_INIT_STD", 2e-5)
+        c.set("CADEL.POSTHOC_TAUS", VIT_TAUS)
+        c.set("TRAIN.OPTIMIZER.TYPE", "ADAMW")
+        c.set("TRAIN.OPTIMIZER.NO_WEIGHT_DECAY_1D", True)
+        c.set("TRAIN.OPTIMIZER.LAYER_DECAY", 0.75)
+        c.set("TRAIN.AMP.ENABLE", True)
+        c.set("TEST.LOGIT_ADJUST.TAU", 1.0)
+        c.notes.append("ViT: validation (hence best_model.pth) uses the mean of heads with tau = 1 as the ViT runner "
+                       "(TEST.LOGIT_ADJUST.TAU 1.0); stage two: python tools/posthoc_tau.py on the converted config")
+    else:
+        c.set("CADEL.TAPS", ["layer2", "layer3"])
+        c.set("CADEL.AUX_HEAD", "places" if btype == "res152" else "cnn")
+        c.set("CADEL.HEADLINE", "last")
+        c.set("CADEL.POSTHOC_TAUS", taus)
+        c.set("TRAIN.OPTIMIZER.TYPE", "SGD")
+        c.set("TRAIN.OPTIMIZER.NESTEROV", False)
     head_lr, backbone_lr, wds = None, None, []
     for name, net in nets.items():
         if not isinstance(net, dict):
@@ -182,11 +211,23 @@ def convert(release, data_root="data"):
                         elif float(v) != head_lr:
                             c.drop(w, f"head networks share one LR here; using {head_lr}")
                     elif k == "momentum":
-                        c.set("TRAIN.OPTIMIZER.MOMENTUM", float(v))
+                        if vit:
+                            c.drop(w, "AdamW (the ViT runner) has no momentum")
+                        else:
+                            c.set("TRAIN.OPTIMIZER.MOMENTUM", float(v))
                     elif k == "weight_decay":
                         wds.append((w, float(v), is_bb))
+                    elif k in VIT_KEYS and vit:
+                        if k == "min_lr":
+                            c.set("TRAIN.LR_SCHEDULER.ETA_MIN", float(v))
+                        elif k == "layer_decay":
+                            c.set("TRAIN.OPTIMIZER.LAYER_DECAY", float(v))
+                        elif k == "adamW2":
+                            c.set("TRAIN.OPTIMIZER.BETAS", [0.9, float(v)])
+                        else:
+                            c.drop(w, "not an optimiser setting")
                     elif k in VIT_KEYS:
-                        c.drop(w, "ViT optimiser key: ViT backbones for CADEL come in a later issue")
+                        c.drop(w, "ViT optimiser key in a CNN config: unused")
                     else:
                         c.drop(w, "not an SGD setting of the release")
             elif key == "params" and isinstance(value, dict):
@@ -200,11 +241,14 @@ def convert(release, data_root="data"):
                                             f"{c.get('DATASET.NUM_CLASSES')}")
                         c.set("DATASET.NUM_CLASSES", int(v))
                     elif k in ("feat_dim", "in_dim", "feature_dim"):
-                        if int(v) != 2048:
-                            raise UserError(f"{w} = {v}: the CADEL CNN backbones have 2048-d features")
-                        c.drop(w, "checked: 2048, the backbone's feature width")
+                        if int(v) != feat_dim:
+                            raise UserError(f"{w} = {v}: the CADEL {'ViT-B/16' if vit else 'CNN'} backbone has "
+                                            f"{feat_dim}-d features")
+                        c.drop(w, f"checked: {feat_dim}, the backbone's feature width")
+                    elif k in VIT_KEYS and vit:
+                        _vit_param(c, w, k, v)
                     elif k in VIT_KEYS:
-                        c.drop(w, "ViT network key: ViT backbones for CADEL come in a later issue")
+                        c.drop(w, "ViT network key in a CNN config: unused")
                     elif k == "normalized":
                         c.drop(w, "every CADEL head is a CosNorm (normalised) classifier")
                     else:
@@ -234,7 +278,16 @@ def convert(release, data_root="data"):
 
     # ---- schedule and criterions
     cos = bool(release.get("coslr", False))
-    if cos:
+    if vit:  # the ViT runner: per-iteration linear warmup + half-cycle cosine to min_lr, whatever coslr says
+        c.set("TRAIN.LR_SCHEDULER.TYPE", "warmup_cosine")
+        c.set("TRAIN.LR_SCHEDULER.COSINE_DECAY_END", 0)
+        c.set("TRAIN.LR_SCHEDULER.WARM_EPOCH", int(opt.get("warmup_epoch", 5) or 0))
+        if c.get("TRAIN.LR_SCHEDULER.ETA_MIN") is None:
+            c.set("TRAIN.LR_SCHEDULER.ETA_MIN", 0.0)
+        for k in ("coslr", "endlr"):
+            if k in release:
+                c.drop(k, "the ViT runner always uses the per-iteration warmup + cosine to min_lr")
+    elif cos:
         c.set("TRAIN.LR_SCHEDULER.TYPE", "cosine")
         c.set("TRAIN.LR_SCHEDULER.COSINE_DECAY_END", 0)
         c.set("TRAIN.LR_SCHEDULER.STEP_AT_EPOCH_START", False)
@@ -265,6 +318,7 @@ def convert(release, data_root="data"):
 
     # ---- everything else
     known_top = {"networks", "training_opt", "criterions", "coslr", "endlr", "no_mixup"}
+    opt_vit = {"warmup_epoch"} if vit else set()
     if release.get("model_dir"):
         c.drop("model_dir", "stage two here is `python tools/posthoc_tau.py CONFIG` on our stage-one run (a release "
                             "checkpoint does not load into our network)")
@@ -275,27 +329,55 @@ def convert(release, data_root="data"):
     opt_known = {"batch_size", "num_epochs", "num_workers", "display_step", "bins", "gamma", "base_weight",
                  "num_classes", "dataset", "log_dir", "image_size", "backbone"}
     for k, v in opt.items():
-        if k in opt_known:
+        if k in opt_known or k in opt_vit:
             continue
         w = f"training_opt.{k}"
         if k == "num_dir":
             c.drop(w, "class counts come from TRAIN_JSON; pass --num-shots to check them")
         elif k == "feature_dim":
-            if v is not None and int(v) != 2048:
-                raise UserError(f"{w} = {v}: the CADEL CNN backbones have 2048-d features")
-            c.drop(w, "checked: 2048, the backbone's feature width")
+            if v is not None and int(v) != feat_dim:
+                raise UserError(f"{w} = {v}: the CADEL {'ViT-B/16' if vit else 'CNN'} backbone has {feat_dim}-d "
+                                "features")
+            c.drop(w, f"checked: {feat_dim}, the backbone's feature width")
         elif k == "sampler":
             if v:
                 c.drop(w, f"sampler {v!r} ignored: CADEL trains with plain instance sampling")
             else:
                 c.drop(w, "null: instance sampling, our default")
+        elif k in VIT_KEYS and vit:
+            _vit_param(c, w, k, v)
         elif k in VIT_KEYS:
-            c.drop(w, "ViT key: ViT backbones for CADEL come in a later issue")
+            c.drop(w, "ViT key in a CNN config: unused")
         elif k in UNUSED_TOP:
             c.drop(w, UNUSED_TOP[k])
         else:
-            c.drop(w, "not used by the CADEL CNN runner")
+            c.drop(w, "not used by the CADEL runners")
     return c
+
+
+def _vit_param(c, where, key, value):
+    """A ViT network parameter (networks.<name>.params or training_opt): mapped, checked, or dropped with the reason."""
+    if key == "drop_path":
+        c.set("BACKBONE.DROP_PATH", float(value))
+    elif key == "aux_depth":
+        c.set("CADEL.AUX_DEPTH", int(value))
+    elif key == "checkpoint":
+        if value:
+            c.set("BACKBONE.PRETRAINED_MODEL", str(value))
+            c.notes.append(f"BACKBONE.PRETRAINED_MODEL {value}: a LOCAL file (nothing is downloaded); put the "
+                           "checkpoint there or change the path")
+    elif key == "classifier_num":
+        if int(value) != 3:
+            raise UserError(f"{where} = {value}: our CADEL-ViT has 3 heads (aux heads on blocks 7 and 9 + the last); "
+                            "set CADEL.TAPS for another count")
+        c.drop(where, "checked: 3 heads")
+    elif key == "global_pool":
+        if value is not True:
+            raise UserError(f"{where} = {value!r}: only global_pool true (mean patch token + fc_norm, the release's "
+                            "setting) is implemented")
+        c.drop(where, "checked: mean patch token + fc_norm (no LayerNorm in the aux heads)")
+    else:  # min_lr, layer_decay, adamW2 outside optim_params
+        c.drop(where, "expected under networks.<name>.optim_params")
 
 
 def read_num_shots(path, num_classes):
