@@ -21,6 +21,7 @@ import time
 import torch
 from torch.nn import functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's lib/
 from lib.config import build_config
 from lib.data.longtail import exponential_counts
 from lib.methods import build_method

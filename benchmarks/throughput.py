@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's lib/
 from lib.config import build_config
 from lib.data.build import DataSplits, train_loader
 from lib.data.image_folder_writer import write_image_folder_dataset

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's lib/
 from lib.utils.atomic import write_text
 from lib.utils.errors import UserError, exit_on_user_error
 
