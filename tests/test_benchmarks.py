@@ -101,8 +101,9 @@ def test_update_readme_replaces_only_the_text_between_the_markers(bench, tmp_pat
     text = readme.read_text()
     assert text.startswith("# X\n\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\n\ntail\n")
     assert "old" not in text and "SMOKE" not in text and "Per-class accuracy of every method" not in text
-    # method tables (IF 100 first), then studies of that IF, then other IFs, then throughput
-    assert text.index("Accuracy A") < text.index("Study S") < text.index("Accuracy B") < text.index("Throughput T")
+    # method tables (IF 100 first), then other IFs, then throughput, then side studies (linked, not inlined)
+    assert text.index("Accuracy A") < text.index("Accuracy B") < text.index("Throughput T") < text.index("Study S")
+    assert "- [Study S](results/accuracy_if100_sweep_weight_decay.md)" in text
     assert "](results/accuracy_if100_quick.png)" in text
     assert update.main(["--readme", str(readme), "--results", str(res), "--check"]) == 0
 
@@ -183,3 +184,14 @@ def test_parallel_runs_wait_for_their_stage_one_and_a_failed_stage_one_is_report
     assert fails["after_bad"] == "stage one bad failed"
     md = (tmp_path / "res" / "accuracy_if10.md").read_text()
     assert "2 at a time" in md and "Failed or skipped:" in md
+
+
+def test_quick_mode_runs_every_mission_method_and_the_ce_baseline(bench):
+    """--quick trims the config list (never a method's recipe): every name exists, CE is the baseline,
+    ACE, NCL, CADEL and both Weight Balancing stages are in; full mode still runs every config."""
+    compare = bench("compare")
+    stems = {compare.stem_of(p) for p in compare.glob.glob(compare.CONFIG_GLOB)}
+    assert set(compare.QUICK_CONFIGS) <= stems
+    assert {"ce_res32", "ace_res32", "ncl_res32", "cadel_res32", "wb_stage2_maxnorm_res32"} <= set(compare.QUICK_CONFIGS)
+    args = compare.parse_args(["--quick"])
+    assert args.configs is None and args.epoch_scale == compare.QUICK_SCALE and args.seeds == [42]
