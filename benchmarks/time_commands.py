@@ -100,17 +100,20 @@ def run(name, log):
         result["summary"] = pytest_summary(stdout)
     if p.returncode != 0:
         result["tail"] = (stdout + stderr)[-3000:]
-    log(f"{name}: exit {r.returncode}, {minutes(seconds)}; " + json.dumps({k: result.get(k) for k in ("table", "summary")}))
+    log(f"{name}: exit {p.returncode}, {minutes(seconds)}; " + json.dumps({k: result.get(k) for k in ("table", "summary")}))
     return result
 
 
 def load_note(res):
-    """'quiet machine' or 'under load', from the 1-min load averages sampled during the run."""
+    """'quiet machine' or 'under load', from the 1-min load averages sampled during the run. The command's
+    own processes (the trainer's threads and DataLoader workers, pytest's subprocesses) load the cores up to
+    ~2x their count, so the run counts as under load when other work was there at its start (> cores / 2)
+    or the mean exceeds 2 x cores."""
     cores = res["machine"]["cores"] or 1
     peak = res.get("load_max", max(res["load_start"], res["load_end"]))
     mean = res.get("load_mean", (res["load_start"] + res["load_end"]) / 2)
-    words = f"1-min load average {mean:.1f} on average, {peak:.1f} at most"
-    if peak > cores / 2:
+    words = f"1-min load average {res['load_start']:.1f} at the start, {mean:.1f} on average, {peak:.1f} at most"
+    if res["load_start"] > cores / 2 or mean > 2 * cores:
         return f"under load (other jobs shared the {cores} cores: {words}), so longer than on a quiet machine"
     return f"quiet machine ({words})"
 
