@@ -62,6 +62,7 @@ from lib.config import build_config  # noqa: E402
 from lib.data.annotations import class_counts, load_annotations  # noqa: E402
 from lib.data.longtail import format_imb_factor  # noqa: E402
 from lib.evaluation.groups import shot_groups  # noqa: E402
+from lib.methods import METHODS  # noqa: E402
 from lib.utils.atomic import atomic_open, write_json, write_text  # noqa: E402
 from lib.utils.errors import UserError, exit_on_user_error  # noqa: E402
 
@@ -256,7 +257,7 @@ def fmt_num(x):
 def recipe(cfg, depends=None, batch=None):
     """What a config does, e.g. 'ce, LDAMLoss, FCNorm head, DRW@8, res32_cifar, wd 2e-4'."""
     t = cfg.TRAIN
-    parts = [cfg.METHOD, cfg.LOSS.LOSS_TYPE]
+    parts = [cfg.METHOD, METHODS.get(cfg.METHOD).loss_name(cfg)]
     if cfg.CLASSIFIER.TYPE != "FC":
         parts.append(f"{cfg.CLASSIFIER.TYPE} head")
     if t.SAMPLER.TYPE != "default":

@@ -195,3 +195,14 @@ def test_quick_mode_runs_every_mission_method_and_the_ce_baseline(bench):
     assert {"ce_res32", "ace_res32", "ncl_res32", "cadel_res32", "wb_stage2_maxnorm_res32"} <= set(compare.QUICK_CONFIGS)
     args = compare.parse_args(["--quick"])
     assert args.configs is None and args.epoch_scale == compare.QUICK_SCALE and args.seeds == [42]
+
+
+def test_recipe_names_the_loss_a_method_trains_with(bench):
+    """CADEL ignores LOSS.LOSS_TYPE: the table names its cascade loss, not the unused key's default."""
+    compare = bench("compare")
+    from lib.config import build_config
+
+    cfg = build_config(os.path.join(ROOT, "configs/fashion_mnist_lt/cadel_res32.yaml"), [])
+    assert compare.recipe(cfg).startswith("cadel, cascade softmax (LOSS.LOSS_TYPE unused), ")
+    cfg = build_config(os.path.join(ROOT, "configs/fashion_mnist_lt/ldam_drw_res32.yaml"), [])
+    assert compare.recipe(cfg).startswith("ce, LDAMLoss, ")

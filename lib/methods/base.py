@@ -59,6 +59,11 @@ class Method(nn.Module):
     def adapt_config(cfg, explicit):
         return []
 
+    @staticmethod
+    def loss_name(cfg):
+        """The loss this config trains with, for reports (a method with its own loss overrides it)."""
+        return cfg.LOSS.LOSS_TYPE
+
     @property
     def epochs(self):
         return self.cfg.TRAIN.MAX_EPOCH

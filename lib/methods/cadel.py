@@ -104,6 +104,10 @@ def cascade_loss(logits, y, T, bins, gamma, base, down_weight=False, terms=softm
 @METHODS.register("cadel")
 class CADEL(Method):
     @staticmethod
+    def loss_name(cfg):
+        return f"cascade {cfg.CADEL.LOSS} (LOSS.LOSS_TYPE unused)"
+
+    @staticmethod
     def add_config(cfg):
         cfg.CADEL = CN()
         cfg.CADEL.BINS = 8  # B: confidence bins of the per-sample weights (training_opt.bins)
