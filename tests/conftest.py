@@ -65,3 +65,38 @@ def run_cli(args, cwd=ROOT, env=None, timeout=300):
 
 
 PY = sys.executable
+
+
+def latest_weights(run_dir):
+    """state_dict of <run_dir>/models/latest.pth."""
+    import torch
+
+    path = os.path.join(run_dir, "models", "latest.pth")
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def kill_then_resume(cmd, needle="epoch 2 iter 3/", timeout=900):
+    """Start `cmd` (a launcher command line ending with its KEY VALUE pairs), SIGKILL it at the first output line
+    holding `needle` (default: mid-epoch 2, after epoch 1's checkpoint), then run it again with `--ar` appended;
+    returns the resumed run's CompletedProcess (asserted successful)."""
+    import signal
+    import subprocess
+    import time
+
+    p = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    end = time.time() + timeout
+    while True:
+        line = p.stdout.readline()
+        if not line and p.poll() is not None:
+            raise AssertionError(f"process ended before {needle!r}: {p.stderr.read()[-2000:]}")
+        if needle in line:
+            break
+        assert time.time() < end, f"timeout waiting for {needle!r}"
+    p.kill()
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    r = run_cli(cmd + ["--ar"], timeout=timeout)  # flags may follow the KEY VALUE pairs (lib/utils/cli.py)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stdout
+    return r

@@ -3,13 +3,11 @@ stop-gradient routing, per-expert learning rates, mixup then un-mixed epochs, we
 n/a for empty shot groups, the release's YAMLs, K = 4, and the launcher's kill / --ar resume."""
 import json
 import os
-import signal
-import subprocess
 
 import pytest
 import torch
 
-from conftest import PY, ROOT, run_cli
+from conftest import PY, kill_then_resume, run_cli
 from lib.config import build_config, notices
 from lib.data.build import DataSplits, train_loader
 from lib.data.longtail import exponential_counts
@@ -496,39 +494,14 @@ def test_four_experts_train_through_mixup_and_unmixed_epochs_and_report_every_ex
     assert json.loads((run / "class_order.json").read_text())["original_of_new_id"] == list(range(10))
 
 
-def popen(args):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(proc, needle, timeout=180):
-    import time
-
-    end = time.time() + timeout
-    while time.time() < end:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"process ended before {needle!r}: {proc.stderr.read()[-2000:]}")
-        if needle in line:
-            return
-    raise AssertionError(f"timeout waiting for {needle!r}")
-
-
 @pytest.mark.slow
 def test_launcher_run_killed_and_resumed_with_ar_ends_with_identical_weights_and_valid_prints_experts(tiny_lt,
                                                                                                     tmp_path):
     cfg_path = tiny_ace_cfg(tiny_lt, tmp_path)
     opts = ["SHOW_STEP", "1", "DETERMINISTIC", "True", "DATASET.VALID_JSON", "", "DATASET.TEST_JSON", ""]
     train(build_config(str(cfg_path), ["NAME", "ref"] + opts))  # uninterrupted: 2 mixup + 1 un-mixed epochs
-    launcher = ["bash", "data_parallel_train.sh", str(cfg_path), "cpu"]
-    p = popen(launcher + ["NAME", "killed"] + opts)
-    wait_for(p, "epoch 2 iter 3/")  # mid-epoch 2, after epoch 1's checkpoint
-    p.kill()
-    p.wait()
-    assert p.returncode == -signal.SIGKILL
-    r = run_cli(launcher + ["--ar", "NAME", "killed"] + opts)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "resumed from" in r.stdout and "split boundaries b = [3, 6]" in r.stdout
+    r = kill_then_resume(["bash", "data_parallel_train.sh", str(cfg_path), "cpu", "NAME", "killed"] + opts)
+    assert "split boundaries b = [3, 6]" in r.stdout
     load = [torch.load(tmp_path / "out" / n / "models" / "latest.pth", map_location="cpu", weights_only=True)
             for n in ("ref", "killed")]
     assert load[1]["epoch"] == 3

@@ -6,14 +6,13 @@ import glob
 import json
 import math
 import os
-import signal
 import subprocess
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import PY, ROOT, run_cli
+from conftest import PY, ROOT, kill_then_resume, latest_weights, run_cli
 from lib.config import build_config
 from lib.engine.optim import LRSchedule, build_optimizer
 from lib.methods import build_method
@@ -324,29 +323,14 @@ def _launcher(cfg_path, *opts):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _weights(run_dir):
-    return torch.load(os.path.join(run_dir, "models", "latest.pth"), map_location="cpu", weights_only=True)["state_dict"]
-
-
 @pytest.mark.slow
 def test_tiny_vit_cadel_killed_and_resumed_matches_then_valid_and_posthoc_report_every_head(tiny_cfg):
     out = os.path.join(os.path.dirname(tiny_cfg), "out")
     ref = _launcher(tiny_cfg, "NAME", "ref", *TINY_OPTS)
-    killed = _launcher(tiny_cfg, "NAME", "killed", *TINY_OPTS)
-    while True:  # SIGKILL mid-epoch 2, after epoch 1's checkpoint
-        line = killed.stdout.readline()
-        assert line or killed.poll() is None, killed.stderr.read()[-2000:]
-        if "epoch 2 iter 3/" in line:
-            break
-    killed.kill()
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL
+    kill_then_resume(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "NAME", "killed", *TINY_OPTS])
     _, err = ref.communicate(timeout=600)
     assert ref.returncode == 0, err[-2000:]
-    r = run_cli(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "--ar", "NAME", "killed", *TINY_OPTS])
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "resumed from" in r.stdout
-    a, b = _weights(os.path.join(out, "ref")), _weights(os.path.join(out, "killed"))
+    a, b = latest_weights(os.path.join(out, "ref")), latest_weights(os.path.join(out, "killed"))
     assert any(k.startswith("net.aux_heads.0.blocks.1.") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

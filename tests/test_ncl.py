@@ -3,15 +3,13 @@ ensemble, batched vs sequential experts, release-config compatibility, and end-t
 the launchers (SIGKILL + --ar resume, valid.py rows, 2-process gloo DDP with MoCo)."""
 import json
 import os
-import signal
-import subprocess
 
 import pytest
 import torch
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 
-from conftest import PY, ROOT, run_cli
+from conftest import PY, kill_then_resume, run_cli
 from lib.config import build_config, notices
 from lib.data.build import DataSplits
 from lib.engine.amp import AmpContext
@@ -522,22 +520,11 @@ def latest(run_dir):
 @pytest.mark.parametrize("moco", [False, True], ids=["ncl", "ncl_moco"])
 def test_launcher_run_killed_and_resumed_ends_with_identical_weights_and_valid_prints_every_expert(
         tiny_cfg, moco):
-    from test_reliability import wait_for_line
-
     opts = TINY_NCL + (TINY_MOCO if moco else [])
     out = os.path.join(os.path.dirname(tiny_cfg), "out")
     ref = build_config(str(tiny_cfg), ["NAME", "ref"] + opts + ["DEVICE", "cpu"])
     train(ref)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "NAME", "killed"] + opts, cwd=ROOT,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_line(p, "epoch 2 iter 3/", timeout=900)  # mid-epoch 2, after epoch 1's checkpoint
-    p.kill()
-    p.wait()
-    assert p.returncode == -signal.SIGKILL
-    r = run_cli(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "--ar", "NAME", "killed"] + opts)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "resumed from" in r.stdout
+    kill_then_resume(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "NAME", "killed"] + opts)
     a, b = latest(os.path.join(out, "ref")), latest(os.path.join(out, "killed"))
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:

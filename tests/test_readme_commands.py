@@ -1,6 +1,6 @@
 """The README's usage lines run as printed.
 
-Every `python main/train.py`, `python valid.py`, launcher and `tools/two_stage.sh` command in the README
+Every `python main/train.py`, `python valid.py`, launcher, `tools/two_stage.sh` and `tools/posthoc_tau.py` command in the README
 (fenced bash blocks and inline code) is taken from README.md, its placeholders are filled in (CONFIG: a
 1-epoch config on the tiny Fashion-MNIST-LT set; GPU_IDS cpu; NUM_GPUS 1; PATH: a checkpoint of that run;
 optional `[--flag ...]`: given; `[KEY VALUE ...]`: the tiny data paths, a temporary OUTPUT_DIR and 1 epoch)
@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, run_cli
 
 COMMANDS = ("python main/train.py", "python valid.py", "bash data_parallel_train.sh",
-            "bash distributed_data_parallel_train.sh", "bash tools/two_stage.sh")
+            "bash distributed_data_parallel_train.sh", "bash tools/two_stage.sh", "python tools/posthoc_tau.py")
 
 
 def readme_commands():
