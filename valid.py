@@ -15,13 +15,11 @@ import torch
 from lib.config import build_config, notices
 from lib.data.build import DataSplits, eval_loader
 from lib.engine.amp import AmpContext
-from lib.engine.checkpoint import extract_state_dict, load_checkpoint, load_weights
+from lib.engine.checkpoint import load_trained_method
 from lib.utils.distributed import choose_device
 from lib.engine.run_dir import resolve_checkpoint, run_dir_of
 from lib.evaluation.evaluator import evaluate
 from lib.evaluation.reports import eval_folder_name, summary_table, write_evaluation
-from lib.methods import build_method
-from lib.models.posthoc import tau_normalize_
 from lib.utils.cli import Flag, parse_command_line
 from lib.utils.errors import UserError, exit_on_user_error
 
@@ -61,13 +59,7 @@ def main(argv=None):
     if dataset is None:
         key = "DATASET.TEST_JSON" if split == "test" else "DATASET.VALID_JSON"
         raise UserError(f"{key} is empty: nothing to evaluate for split {split!r}")
-    method = build_method(cfg, data.counts)
-    ckpt = load_checkpoint(ckpt_path)
-    load_weights(method, extract_state_dict(ckpt), ckpt_path)
-    if cfg.TEST.TAU_NORM.USE_TAU_NORM:
-        for head in method.classifier_heads():
-            tau_normalize_(head, cfg.TEST.TAU_NORM.TAU)
-    method.to(device)
+    method, ckpt = load_trained_method(cfg, data.counts, ckpt_path, device)
     amp = AmpContext(cfg, device)
     loader = eval_loader(cfg, dataset)
     report, logits, labels = evaluate(method, method, loader, device, data.counts, cfg.TEST.SHOT_RULE, amp.autocast,

@@ -352,6 +352,8 @@ class Run:
                "per_class": [{"name": r["name"], "train_count": r["train_count"], "group": r["group"],
                               "accuracy": r["accuracy"]} for r in rows]}
         rec.update({k: results.get(k) for k in METRICS})
+        val = {m: v for m, v in (results.get("valid_members_top1") or {}).items() if m in rec["members"]}
+        rec["best_member"] = max(val, key=val.get) if val else None  # the member with the best val top-1
         write_json(os.path.join(self.run_dir, "benchmark_run.json"), rec, indent=1)
         return rec
 
@@ -393,6 +395,11 @@ def summarize(plan, runs, baseline):
         member_names = list(rs[0].get("members", {})) if rs else []
         row["members"] = {m: {k: mean_std([r["members"][m][k] for r in rs if m in r.get("members", {})])[0]
                               for k in METRICS} for m in member_names}
+        if rs and all(r.get("best_member") for r in rs):  # test metrics of the member each run chose on val
+            chosen = [r["members"][r["best_member"]] for r in rs]
+            row["best_member"] = {"chosen": [r["best_member"] for r in rs],
+                                  **{k: mean_std([c[k] for c in chosen])[0] for k in METRICS},
+                                  "top1_std": mean_std([c["top1"] for c in chosen])[1]}
         rows.append(row)
     base = next((r for r in rows if r["config"] == baseline and r["runs"]), None)
     for r in rows:
@@ -475,6 +482,13 @@ def to_markdown(report):
                  for k in ("top1", "few")]
             lines.append(f"| ↳ {m} | member of {r['config']} | {ep} | "
                          + " | ".join(fmt_ms(v[k], None) for k in METRICS) + f" | {d[0]} | {d[1]} | same | |")
+        if r.get("best_member"):
+            v = r["best_member"]
+            d = [f"{v[k] - base[k]:+.2f}" if base and v[k] is not None and base[k] is not None else "–"
+                 for k in ("top1", "few")]
+            lines.append(f"| ↳ best member, chosen on val ({', '.join(v['chosen'])}) | member of {r['config']} | {ep} | "
+                         + " | ".join(fmt_ms(v[k], v["top1_std"] if k == "top1" else None) for k in METRICS)
+                         + f" | {d[0]} | {d[1]} | same | |")
     if report["failures"]:
         lines += ["", "Failed or skipped:"]
         lines += [f"- {f['config']}" + (f" (seed {f['seed']})" if f.get("seed") is not None else "")

@@ -206,3 +206,22 @@ def test_recipe_names_the_loss_a_method_trains_with(bench):
     assert compare.recipe(cfg).startswith("cadel, cascade softmax (LOSS.LOSS_TYPE unused), ")
     cfg = build_config(os.path.join(ROOT, "configs/fashion_mnist_lt/ldam_drw_res32.yaml"), [])
     assert compare.recipe(cfg).startswith("ce, LDAMLoss, ")
+
+
+def test_a_multi_member_run_reports_the_member_chosen_on_val(bench, tiny_cfg, tmp_path):
+    """results.json keeps each member's val top-1 at the selected checkpoint; compare.py adds the member each seed
+    chose on val (its test numbers) beside the combined prediction, named and labelled as chosen on val."""
+    compare = bench("compare")
+    out = tmp_path / "results"
+    compare.main(["--configs", str(tiny_cfg), "--epochs", "1", "--seeds", "7", "--baseline", "tiny", "--out", str(out),
+                  "--output-dir", str(tmp_path / "runs"), "--opts", "METHOD", "ncl", "LOSS.LOSS_TYPE", "NIL_NBOD",
+                  "LOSS.HCM_N", "3"])
+    row = json.loads((out / "accuracy_if10.json").read_text())["rows"][0]
+    run = row["runs"][0]
+    res = json.loads(open(os.path.join(run["run_dir"], "results.json")).read())
+    val = res["valid_members_top1"]
+    assert set(val) == {"expert1", "expert2", "expert3"}
+    assert run["best_member"] == max(val, key=val.get)
+    assert row["best_member"]["top1"] == run["members"][run["best_member"]]["top1"]
+    md = (out / "accuracy_if10.md").read_text()
+    assert f"| ↳ best member, chosen on val ({run['best_member']}) | member of tiny |" in md

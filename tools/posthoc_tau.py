@@ -25,13 +25,11 @@ import torch
 from lib.config import build_config, notices
 from lib.data.build import DataSplits, eval_loader
 from lib.engine.amp import AmpContext
-from lib.engine.checkpoint import extract_state_dict, load_checkpoint, load_weights
+from lib.engine.checkpoint import load_trained_method
 from lib.engine.run_dir import resolve_checkpoint, run_dir_of
 from lib.evaluation import tau_search
 from lib.evaluation.evaluator import adjust_logits, predict_split
 from lib.evaluation.reports import write_evaluation
-from lib.methods import build_method
-from lib.models.posthoc import tau_normalize_
 from lib.utils.atomic import write_text
 from lib.utils.distributed import choose_device
 from lib.utils.cli import Flag, parse_command_line
@@ -93,13 +91,7 @@ def main(argv=None):
         raise UserError("DATASET.VALID_JSON is empty: tau must be chosen on a validation split (never on the test split)")
     same_split = data.test is None
     device = choose_device(cfg)
-    method = build_method(cfg, data.counts)
-    ckpt = load_checkpoint(ckpt_path)
-    load_weights(method, extract_state_dict(ckpt), ckpt_path)
-    if cfg.TEST.TAU_NORM.USE_TAU_NORM:
-        for head in method.classifier_heads():
-            tau_normalize_(head, cfg.TEST.TAU_NORM.TAU)
-    method.to(device)
+    method, ckpt = load_trained_method(cfg, data.counts, ckpt_path, device)
     taus = args.taus or getattr(method, "posthoc_taus", None) or tau_search.default_grid()
     taus = [float(t) for t in taus]
     amp = AmpContext(cfg, device)

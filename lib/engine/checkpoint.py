@@ -206,3 +206,18 @@ def last_good_state(models_dir):
     epoch, iteration = mine
     at = f"epoch {epoch + 1}, iteration {iteration}" if iteration else f"the end of epoch {epoch}"
     return f"{rel} holds the last good state ({at})"
+
+
+def load_trained_method(cfg, counts, path, device):
+    """The method of `cfg` for classes with training `counts`, with the weights of checkpoint `path`, its heads
+    τ-normalised when TEST.TAU_NORM.USE_TAU_NORM, on `device`. Returns (method, the checkpoint dict)."""
+    from ..methods import build_method
+    from ..models.posthoc import tau_normalize_
+
+    method = build_method(cfg, counts)
+    ckpt = load_checkpoint(path)
+    load_weights(method, extract_state_dict(ckpt), path)
+    if cfg.TEST.TAU_NORM.USE_TAU_NORM:
+        for head in method.classifier_heads():
+            tau_normalize_(head, cfg.TEST.TAU_NORM.TAU)
+    return method.to(device), ckpt

@@ -67,7 +67,7 @@ def check_same_config(ckpt, cfg, path):
 def restore(ckpt, path, cfg, method, optimizer, scheduler, amp, sampler, log):
     """Load weights (and with RESUME_MODE all: optimizer, scheduler, scaler, sampler, RNG, epoch)."""
     load_weights(method, extract_state_dict(ckpt), path)
-    fresh = {"epoch": 0, "iteration": 0, "meter": None, "best_result": -1.0, "best_epoch": 0}
+    fresh = {"epoch": 0, "iteration": 0, "meter": None, "best_result": -1.0, "best_epoch": 0, "best_members": {}}
     if cfg.RESUME_MODE == "state_dict":
         log.info(f"loaded weights from {path} (RESUME_MODE state_dict: optimizer and epoch start fresh)")
         return fresh
@@ -85,4 +85,5 @@ def restore(ckpt, path, cfg, method, optimizer, scheduler, amp, sampler, log):
     where = f"epoch {ckpt['epoch'] + 1}, iteration {it}" if it else f"the end of epoch {ckpt['epoch']}"
     log.info(f"resumed from {path} at {where} (best {ckpt['best_result']:.2f} at epoch {ckpt['best_epoch']})")
     return {"epoch": int(ckpt["epoch"]), "iteration": it, "meter": ckpt.get("epoch_meter") or None,
-            "best_result": float(ckpt["best_result"]), "best_epoch": int(ckpt["best_epoch"])}
+            "best_result": float(ckpt["best_result"]), "best_epoch": int(ckpt["best_epoch"]),
+            "best_members": {k: float(v) for k, v in (ckpt.get("best_members") or {}).items()}}

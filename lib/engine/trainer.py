@@ -172,6 +172,7 @@ def checkpoint_payload(cfg, method, optimizer, scheduler, amp, sampler, epoch, s
         "epoch_meter": meter.state_dict() if meter is not None else {},
         "best_result": state["best_result"],
         "best_epoch": state["best_epoch"],
+        "best_members": state.get("best_members", {}),
         "rng": rng_state(),
         "method": cfg.METHOD,
         "config": cfg.dump(),
@@ -210,7 +211,7 @@ def train(cfg, resume="", auto_resume=False):
     loader = train_loader(cfg, data.train, world, rank, cfg.SEED)
     valid_loader = eval_loader(cfg, data.valid, world, rank) if data.valid else None
 
-    state = {"epoch": 0, "iteration": 0, "meter": None, "best_result": -1.0, "best_epoch": 0}
+    state = {"epoch": 0, "iteration": 0, "meter": None, "best_result": -1.0, "best_epoch": 0, "best_members": {}}
     models_dir = os.path.join(run_dir, "models")
     ckpt_path = resume
     if not ckpt_path and cfg.RESUME_MODEL:
@@ -285,7 +286,8 @@ def train(cfg, resume="", auto_resume=False):
             log.info(msg)
             is_best = valid_report is not None and valid_report["top1"] > state["best_result"]
             if is_best:
-                state.update(best_result=valid_report["top1"], best_epoch=epoch)
+                state.update(best_result=valid_report["top1"], best_epoch=epoch,
+                             best_members={m: r["top1"] for m, r in valid_report["members"].items()})
             save("latest.pth", epoch)
             if is_best:
                 save("best_model.pth", epoch)
@@ -314,11 +316,13 @@ def final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log)
         return {}
     selection = "last epoch"
     ckpt_epoch = method.epochs
+    valid_members = {}  # each member's val top-1 at the selected checkpoint: "best single member, chosen on val"
     best = os.path.join(run_dir, "models", "best_model.pth")
     if data.valid is not None and data.test is not None and os.path.isfile(best):
         load_weights(method, extract_state_dict(load_checkpoint(best)), best)
         selection = f"best top-1 on VALID_JSON (epoch {state['best_epoch']})"
         ckpt_epoch = state["best_epoch"]
+        valid_members = state.get("best_members", {})
     elif data.valid is not None and data.test is None:
         selection = "last epoch (no TEST_JSON: evaluated on VALID_JSON)"
     loader = eval_loader(cfg, dataset, dist_utils.world_size(), dist_utils.rank())
@@ -329,7 +333,8 @@ def final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log)
         return {}
     meta = {"name": cfg.NAME, "method": cfg.METHOD, "split": split, "json": getattr(dataset, "json_path", ""),
             "checkpoint_selection": selection, "checkpoint_epoch": ckpt_epoch, "backbone": cfg.BACKBONE.TYPE,
-            "epochs": method.epochs, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA}
+            "epochs": method.epochs, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA,
+            "valid_members_top1": valid_members}
     results = write_evaluation(run_dir, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE,
                                data.class_names())
     log.info(f"{split} split, checkpoint: {selection}\n" + summary_table(report))

@@ -17,6 +17,13 @@ def backbone_from_config(cfg, pretrained=None):
                           image_size=cfg.INPUT_SIZE, drop_path=cfg.BACKBONE.DROP_PATH)
 
 
+
+def bn_to_eval(module):
+    """Every BatchNorm layer of `module` in eval mode: running statistics frozen (BACKBONE.BN_EVAL, frozen stage two)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
 class Network(nn.Module):
     """`features(x)` -> (B, d) pooled feature; `forward(x)` -> logits (B, C).
 
@@ -40,9 +47,7 @@ class Network(nn.Module):
     def train(self, mode=True):
         super().train(mode)
         if mode and self.bn_eval:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            bn_to_eval(self.backbone)
         return self
 
     def features(self, x):

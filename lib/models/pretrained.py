@@ -71,6 +71,13 @@ def _short(items):
     return ", ".join(items[:_SHOW]) + more
 
 
+def fit_problems(mismatched, unexpected, missing):
+    """['shape mismatch k1, ...', 'unexpected keys ...', 'missing keys ...'], the non-empty ones (at most
+    _SHOW keys each)."""
+    return [f"{label} {_short(keys)}" for label, keys in (("shape mismatch", mismatched),
+            ("unexpected keys", unexpected), ("missing keys", missing)) if keys]
+
+
 def _aliases(own):
     """Name in a file -> the module's key: each key itself, plus torchvision's `conv1.*` / `bn1.*`."""
     out = {k: k for k in own}
@@ -159,13 +166,7 @@ def load_pretrained(module, path, skip_substrings=("fc.",), shape_match="error")
     else:
         missing = [k for k in own if k not in to_load and not k.endswith("num_batches_tracked")
                    and not any(s in k for s in skip_substrings)]
-        problems = []
-        if mismatched:
-            problems.append("shape mismatch " + _short(mismatched))
-        if unexpected:
-            problems.append("unexpected keys " + _short(unexpected))
-        if missing:
-            problems.append("missing keys " + _short(missing))
+        problems = fit_problems(mismatched, unexpected, missing)
         if problems:
             where = f" (keys under {', '.join(repr(p) for p in prefixes)})" if any(prefixes) else ""
             raise UserError(f"pretrained weights file {path} does not fit the model{where}: " + "; ".join(problems))

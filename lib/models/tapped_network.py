@@ -12,6 +12,8 @@ from torch import nn
 
 from lib.utils.errors import UserError
 
+from .network import bn_to_eval
+
 
 def default_taps(backbone, num_aux=2):
     """The outputs of the `num_aux` stages before the last one (stem excluded): with 2, the last-but-two
@@ -66,9 +68,7 @@ class TappedNetwork(nn.Module):
     def train(self, mode=True):
         super().train(mode)
         if mode and self.bn_eval:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            bn_to_eval(self.backbone)
         return self
 
     def forward(self, x):

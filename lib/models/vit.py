@@ -24,6 +24,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from lib.models.pretrained import fit_problems
 from lib.utils.errors import UserError
 from lib.utils.tv import torchvision  # noqa: F401  (must precede timm: it imports torchvision)
 
@@ -32,7 +33,6 @@ from timm.models.vision_transformer import Block, VisionTransformer  # noqa: E40
 
 # keys of MAE pre-training checkpoints that a classifier does not use (the decoder, the mask token)
 _PRETRAIN_ONLY = ("decoder", "mask_token")
-_SHOW = 6
 
 
 class ViTBackbone(VisionTransformer):
@@ -111,24 +111,13 @@ class ViTBackbone(VisionTransformer):
             to_load[key] = value
             loaded.append(key)
         missing = [k for k in own if k not in to_load and not k.startswith("fc_norm.")]
-        problems = []
-        if mismatched:
-            problems.append("shape mismatch " + _short(mismatched))
-        if unexpected:
-            problems.append("unexpected keys " + _short(unexpected))
-        if missing:
-            problems.append("missing keys " + _short(missing))
+        problems = fit_problems(mismatched, unexpected, missing)
         if problems:
             raise UserError(f"pretrained ViT weights {path} do not fit {type(self).__name__} "
                             f"(D {self.embed_dim}, {len(self.blocks)} blocks, patch {self.patch_embed.patch_size}): "
                             + "; ".join(problems))
         self.load_state_dict(to_load, strict=False)
         return loaded, skipped
-
-
-def _short(items):
-    more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-    return ", ".join(items[:_SHOW]) + more
 
 
 def _read_state_dict(path):
