@@ -162,11 +162,10 @@ class FrameworkStep:
         return time.perf_counter() - t0
 
     def members(self, batch):
-        """K: how many experts/heads the method's prediction is made of (0 for a single model)."""
-        self.method.train()
-        with torch.no_grad(), self.amp.autocast():
-            out = self.model(self.method.prepare_batch(dict(batch), 1))
-            return len(self.method.predict(out)["members"])
+        """K: how many experts/heads (classifiers) the method trains, 0 for a single model; combinations such as
+        CADEL's mean of heads are reported members but not networks."""
+        k = len(self.method.classifier_heads())
+        return k if k > 1 else 0
 
 
 class BareStep:
