@@ -183,6 +183,8 @@ def main(argv=None):
         results[name] = run(name, lambda m: print(m, flush=True))
         with open(stem + ".json", "w") as f:
             json.dump(results, f, indent=1)
+        if args.update_readme:  # in step with the JSON before the next command (the suite checks the two agree)
+            update_readme(readme_block(results))
     with open(stem + ".md", "w") as f:
         f.write(markdown(results))
     if args.update_readme:
