@@ -177,6 +177,10 @@ class BareStep:
         o = cfg.TRAIN.OPTIMIZER
         self.opt = torch.optim.SGD(self.net.parameters(), lr=o.BASE_LR, momentum=o.MOMENTUM,
                                    weight_decay=o.WEIGHT_DECAY, nesterov=o.NESTEROV and o.MOMENTUM > 0)
+        self.set_precision(cfg)
+
+    def set_precision(self, cfg):
+        """AMP dtype, GradScaler (fp16 on CUDA only) and memory format, as the config says."""
         amp = cfg.TRAIN.AMP
         self.dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(
             amp.DTYPE, torch.float16 if self.device.type == "cuda" else torch.bfloat16)
@@ -184,6 +188,9 @@ class BareStep:
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda"
                        and self.dtype == torch.float16 else None)
         self.channels_last = cfg.TRAIN.CHANNELS_LAST
+
+    def before_step(self):
+        """Per-iteration work of the loop before forward (the plain SGD loop has none)."""
 
     def __call__(self, batches):
         self.net.train()
@@ -193,6 +200,7 @@ class BareStep:
             x, y = b["image"].to(self.device, non_blocking=True), b["label"].to(self.device, non_blocking=True)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            self.before_step()
             ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.amp else contextlib.nullcontext()
             with ctx:
                 loss = F.cross_entropy(self.net(x), y)
@@ -292,10 +300,6 @@ def cpu_features():
 
 def measure(args):
     device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: CUDA is not available on this machine")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="ltr_throughput_") as tmp:
         return _measure(args, device, torch.device(device), tmp)
 
@@ -514,21 +518,22 @@ def ncl_markdown(results, threads):
     return lines + [""]
 
 
+def timing_sizes(args):
+    """(batch, repeats, iteration cap, seconds per repeat, warm-up iterations) of --ncl-only / --vit-only."""
+    return (args.batch or (4 if args.smoke else 128), args.repeats or (2 if args.smoke else 7),
+            args.iters or (1 if args.smoke else 50), 0.0 if args.smoke or args.iters else args.repeat_seconds,
+            0 if args.smoke else args.warmup)
+
+
 def measure_ncl_only(args):
     """--ncl-only: section (d) alone, for every --ncl-variants."""
     device = args.device
-    if args.threads:
-        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     V = variants(device)
     unknown = [v for v in args.ncl_variants if v not in V]
     if unknown:
         raise UserError(f"--ncl-variants: unknown {unknown}; valid: {', '.join(V)}")
-    batch = args.batch or (4 if args.smoke else 128)
-    repeats = args.repeats or (2 if args.smoke else 7)
-    cap = args.iters or (1 if args.smoke else 50)
-    target = 0.0 if args.smoke or args.iters else args.repeat_seconds
-    warmup = 0 if args.smoke else args.warmup
+    batch, repeats, cap, target, warmup = timing_sizes(args)
     with tempfile.TemporaryDirectory(prefix="ltr_throughput_") as tmp:
         log_path = os.path.join(tmp, "train.log")
         results = [measure_ncl_experts(device, name, V[name], batch, log_path, warmup, target, cap, repeats,
@@ -552,7 +557,7 @@ def ncl_only_markdown(r):
 VIT_CONFIG = "configs/fashion_mnist_lt/ce_vit_tiny.yaml"
 
 
-class BareTimmStep:
+class BareTimmStep(BareStep):
     """A hand-written timm fine-tuning loop (MAE/BEiT style) on the framework network's weights, moved into timm's own
     VisionTransformer (same architecture, classifier as its `head`): optimizer from timm.optim.create_optimizer_v2
     (AdamW, timm's layer-decay groups with `lr_scale`), the LR of every group set by hand before each step
@@ -587,12 +592,7 @@ class BareTimmStep:
         self.base_lr, self.eta, self.warm = o.BASE_LR, s.ETA_MIN, s.WARM_EPOCH
         self.total = cfg.TRAIN.MAX_EPOCH
         self.iters_per_epoch, self.it = iters_per_epoch, 0
-        amp = cfg.TRAIN.AMP
-        self.dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(
-            amp.DTYPE, torch.float16 if self.device.type == "cuda" else torch.bfloat16)
-        self.amp = amp.ENABLE
-        self.scaler = (torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda"
-                       and self.dtype == torch.float16 else None)
+        self.set_precision(cfg)
 
     def lr(self, t):
         if t < self.warm:
@@ -600,29 +600,12 @@ class BareTimmStep:
         return self.eta + (self.base_lr - self.eta) * 0.5 * (1 + math.cos(math.pi * (t - self.warm) /
                                                                           (self.total - self.warm)))
 
-    def __call__(self, batches):
-        self.net.train()
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        for b in batches:
-            x, y = b["image"].to(self.device, non_blocking=True), b["label"].to(self.device, non_blocking=True)
-            lr = self.lr((self.it % (self.total * self.iters_per_epoch)) / self.iters_per_epoch)
-            self.it += 1
-            for g in self.opt.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0)
-            ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.amp else contextlib.nullcontext()
-            with ctx:
-                loss = F.cross_entropy(self.net(x), y)
-            self.opt.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.opt)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.opt.step()
-        synchronize(self.device)
-        return time.perf_counter() - t0
+    def before_step(self):
+        """The LR by hand: linear warmup then half-cycle cosine per iteration, times timm's layer-decay scale."""
+        lr = self.lr((self.it % (self.total * self.iters_per_epoch)) / self.iters_per_epoch)
+        self.it += 1
+        for g in self.opt.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def vit_variants(device, names):
@@ -687,16 +670,8 @@ def vit_markdown(r):
 def measure_vit_only(args):
     """--vit-only: section (e) alone, for every --vit-variants."""
     device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: CUDA is not available on this machine")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    batch = args.batch or (4 if args.smoke else 128)
-    repeats = args.repeats or (2 if args.smoke else 7)
-    cap = args.iters or (1 if args.smoke else 50)
-    target = 0.0 if args.smoke or args.iters else args.repeat_seconds
-    warmup = 0 if args.smoke else args.warmup
+    batch, repeats, cap, target, warmup = timing_sizes(args)
     with tempfile.TemporaryDirectory(prefix="ltr_throughput_") as tmp:
         vit = measure_vit(device, args.vit_variants, batch, os.path.join(tmp, "train.log"), warmup, target, cap,
                           repeats)
@@ -817,6 +792,10 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(BASE_CONFIG):
         raise UserError(f"{BASE_CONFIG} not found: run from the repository root")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available on this machine")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and args.vit_variants == ["fp32", "bf16"]:
         args.vit_variants = ["fp32", "fp16"]
     if args.ncl_only:

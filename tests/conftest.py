@@ -75,24 +75,37 @@ def latest_weights(run_dir):
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def popen_cli(cmd):
+    """Start a command line as run_cli does, unbuffered, with text pipes (for reading its output as it runs)."""
+    import subprocess
+
+    return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc, needle, timeout=120):
+    """Read `proc`'s stdout up to the first line holding `needle` (that line is returned); an error if the process
+    ends first or `timeout` seconds pass."""
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"process ended before {needle!r}: {proc.stderr.read()[-2000:]}")
+        if needle in line:
+            return line
+    raise AssertionError(f"timeout waiting for {needle!r}")
+
+
 def kill_then_resume(cmd, needle="epoch 2 iter 3/", timeout=900):
     """Start `cmd` (a launcher command line ending with its KEY VALUE pairs), SIGKILL it at the first output line
     holding `needle` (default: mid-epoch 2, after epoch 1's checkpoint), then run it again with `--ar` appended;
     returns the resumed run's CompletedProcess (asserted successful)."""
     import signal
-    import subprocess
-    import time
 
-    p = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    end = time.time() + timeout
-    while True:
-        line = p.stdout.readline()
-        if not line and p.poll() is not None:
-            raise AssertionError(f"process ended before {needle!r}: {p.stderr.read()[-2000:]}")
-        if needle in line:
-            break
-        assert time.time() < end, f"timeout waiting for {needle!r}"
+    p = popen_cli(cmd)
+    wait_for_line(p, needle, timeout)
     p.kill()
     p.wait()
     assert p.returncode == -signal.SIGKILL
@@ -100,3 +113,19 @@ def kill_then_resume(cmd, needle="epoch 2 iter 3/", timeout=900):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resumed from" in r.stdout
     return r
+
+
+def launcher_resume_matches(cfg_path, opts):
+    """A `data_parallel_train.sh CONFIG cpu` run (NAME ref) beside one killed mid-epoch 2 and resumed with --ar
+    (NAME killed); asserts both end with identical weights and returns the two state dicts (ref, killed)."""
+    import torch
+
+    launcher = ["bash", "data_parallel_train.sh", str(cfg_path), "cpu"]
+    ref = popen_cli(launcher + ["NAME", "ref", *opts])
+    kill_then_resume(launcher + ["NAME", "killed", *opts])
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-2000:]
+    out = os.path.join(os.path.dirname(cfg_path), "out")
+    a, b = latest_weights(os.path.join(out, "ref")), latest_weights(os.path.join(out, "killed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return a, b

@@ -4,7 +4,6 @@ valid.py, tools/posthoc_tau.py) on the tiny Fashion-MNIST-LT fixture."""
 import json
 import math
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from conftest import PY, ROOT, kill_then_resume, latest_weights, load_tool, run_cli
+from conftest import PY, ROOT, launcher_resume_matches, load_tool, run_cli
 from lib.config import build_config
 from lib.evaluation import tau_search
 from lib.methods import build_method
@@ -392,21 +391,10 @@ TINY_OPTS = ["METHOD", "cadel", "CADEL.MIXUP_ALPHA", "0.5", "TRAIN.MAX_EPOCH", "
              "TRAIN.LR_SCHEDULER.STEP_AT_EPOCH_START", "False", "CADEL.POSTHOC_TAUS", "[0.0, 1.0, 2.0]"]
 
 
-def _launcher(cfg_path, *opts):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(["bash", "data_parallel_train.sh", str(cfg_path), "cpu", *opts], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
 def test_cpu_run_killed_and_resumed_matches_then_valid_and_posthoc_report_every_head(tiny_cfg):
     out = os.path.join(os.path.dirname(tiny_cfg), "out")
-    ref = _launcher(tiny_cfg, "NAME", "ref", *TINY_OPTS)
-    kill_then_resume(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "NAME", "killed", *TINY_OPTS])
-    _, err = ref.communicate(timeout=600)
-    assert ref.returncode == 0, err[-2000:]
-    a, b = latest_weights(os.path.join(out, "ref")), latest_weights(os.path.join(out, "killed"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    launcher_resume_matches(tiny_cfg, TINY_OPTS)
 
     r = run_cli([PY, "valid.py", str(tiny_cfg), "NAME", "killed", *TINY_OPTS])
     assert r.returncode == 0, r.stderr[-2000:]

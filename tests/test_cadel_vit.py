@@ -6,13 +6,12 @@ import glob
 import json
 import math
 import os
-import subprocess
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import PY, ROOT, kill_then_resume, latest_weights, run_cli
+from conftest import PY, ROOT, launcher_resume_matches, run_cli
 from lib.config import build_config
 from lib.engine.optim import LRSchedule, build_optimizer
 from lib.methods import build_method
@@ -317,22 +316,11 @@ TINY_OPTS = [*VIT_OPTS, "BACKBONE.TYPE", "vit_tiny_p4", "BACKBONE.DROP_PATH", "0
              "CADEL.POSTHOC_TAUS", "[0.0, 1.3, 1.8]"]
 
 
-def _launcher(cfg_path, *opts):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(["bash", "data_parallel_train.sh", str(cfg_path), "cpu", *opts], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
 def test_tiny_vit_cadel_killed_and_resumed_matches_then_valid_and_posthoc_report_every_head(tiny_cfg):
     out = os.path.join(os.path.dirname(tiny_cfg), "out")
-    ref = _launcher(tiny_cfg, "NAME", "ref", *TINY_OPTS)
-    kill_then_resume(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "NAME", "killed", *TINY_OPTS])
-    _, err = ref.communicate(timeout=600)
-    assert ref.returncode == 0, err[-2000:]
-    a, b = latest_weights(os.path.join(out, "ref")), latest_weights(os.path.join(out, "killed"))
+    a, _ = launcher_resume_matches(tiny_cfg, TINY_OPTS)
     assert any(k.startswith("net.aux_heads.0.blocks.1.") for k in a)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     r = run_cli([PY, "valid.py", str(tiny_cfg), "NAME", "killed", *TINY_OPTS])
     assert r.returncode == 0, r.stderr[-2000:]

@@ -2,13 +2,12 @@
 numerical faults, DDP equivalence and crash propagation. The kill/signal tests run real processes."""
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 import torch
 
-from conftest import PY, ROOT, run_cli
+from conftest import PY, ROOT, popen_cli, run_cli, wait_for_line
 from lib.config import build_config
 from lib.engine import checkpoint as ckpt_mod
 from lib.engine.trainer import train
@@ -26,20 +25,7 @@ def assert_same_weights(a, b):
 
 
 def popen_train(cfg_path, *opts):
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([PY, "main/train.py", "--cfg", str(cfg_path), *opts], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_line(proc, needle, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"process ended before {needle!r}: {proc.stderr.read()[-2000:]}")
-        if needle in line:
-            return line
-    raise AssertionError(f"timeout waiting for {needle!r}")
+    return popen_cli([PY, "main/train.py", "--cfg", str(cfg_path), *opts])
 
 
 OPTS = ["TRAIN.MAX_EPOCH", "3", "SHOW_STEP", "1", "TRAIN.NUM_WORKERS", "2", "DETERMINISTIC", "True",

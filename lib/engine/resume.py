@@ -64,13 +64,17 @@ def check_same_config(ckpt, cfg, path):
                         f"use RESUME_MODE state_dict to start a new run from its weights")
 
 
+def fresh_state():
+    """The training state before epoch 1: nothing done, no best checkpoint yet."""
+    return {"epoch": 0, "iteration": 0, "meter": None, "best_result": -1.0, "best_epoch": 0, "best_members": {}}
+
+
 def restore(ckpt, path, cfg, method, optimizer, scheduler, amp, sampler, log):
     """Load weights (and with RESUME_MODE all: optimizer, scheduler, scaler, sampler, RNG, epoch)."""
     load_weights(method, extract_state_dict(ckpt), path)
-    fresh = {"epoch": 0, "iteration": 0, "meter": None, "best_result": -1.0, "best_epoch": 0, "best_members": {}}
     if cfg.RESUME_MODE == "state_dict":
         log.info(f"loaded weights from {path} (RESUME_MODE state_dict: optimizer and epoch start fresh)")
-        return fresh
+        return fresh_state()
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError) as e:

@@ -27,7 +27,7 @@ from .checkpoint import (extract_state_dict, last_good_state, load_checkpoint, l
                          unwrap)
 from .optim import LRSchedule, build_optimizer
 from .preemption import Preempted, Preemption
-from .resume import check_same_config, find_resume_checkpoint, restore
+from .resume import check_same_config, find_resume_checkpoint, fresh_state, restore
 from .run_dir import prepare_run_dir, resolve_checkpoint, run_dir_of
 
 
@@ -172,7 +172,7 @@ def checkpoint_payload(cfg, method, optimizer, scheduler, amp, sampler, epoch, s
         "epoch_meter": meter.state_dict() if meter is not None else {},
         "best_result": state["best_result"],
         "best_epoch": state["best_epoch"],
-        "best_members": state.get("best_members", {}),
+        "best_members": state["best_members"],
         "rng": rng_state(),
         "method": cfg.METHOD,
         "config": cfg.dump(),
@@ -211,7 +211,7 @@ def train(cfg, resume="", auto_resume=False):
     loader = train_loader(cfg, data.train, world, rank, cfg.SEED)
     valid_loader = eval_loader(cfg, data.valid, world, rank) if data.valid else None
 
-    state = {"epoch": 0, "iteration": 0, "meter": None, "best_result": -1.0, "best_epoch": 0, "best_members": {}}
+    state = fresh_state()
     models_dir = os.path.join(run_dir, "models")
     ckpt_path = resume
     if not ckpt_path and cfg.RESUME_MODEL:
@@ -322,7 +322,7 @@ def final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log)
         load_weights(method, extract_state_dict(load_checkpoint(best)), best)
         selection = f"best top-1 on VALID_JSON (epoch {state['best_epoch']})"
         ckpt_epoch = state["best_epoch"]
-        valid_members = state.get("best_members", {})
+        valid_members = state["best_members"]
     elif data.valid is not None and data.test is None:
         selection = "last epoch (no TEST_JSON: evaluated on VALID_JSON)"
     loader = eval_loader(cfg, dataset, dist_utils.world_size(), dist_utils.rank())
