@@ -86,6 +86,23 @@ def test_head_k_weights_use_the_running_mean_of_heads_one_to_k():
     assert float(alone) != pytest.approx(expected[2], rel=1e-3)
 
 
+def test_batch_mean_weighting_scales_each_heads_ce_by_its_mean_weight():
+    """CADEL.WEIGHTING batch_mean (the CNN release): R_k = mean(w_k) * mean(l_k), not mean(w_k * l_k)."""
+    y = torch.tensor([0, 1, 2, 3])
+    P = [[0.9, 0.8, 0.6, 0.3]]
+    logits = [logits_with_true_prob(p, y) for p in P]
+    T, B, gamma, base = 0.25, 4, 1.0, 2.0
+    l = [-math.log(v) for v in P[0]]
+    b = [min(int(v * B), B - 1) for v in P[0]]  # bins 3, 3, 2, 1 -> w = 2.5, 2.5, 2.25, 2.25
+    w = [base + gamma * b.count(b[i]) / 4 for i in range(4)]
+    batch_mean = T * sum(l) / 4 + (1 - T) * (sum(w) / 4) * (sum(l) / 4)
+    assert float(cascade_loss(logits, y, T, B, gamma, base, weighting="batch_mean")[0]) == pytest.approx(batch_mean)
+    per_sample = float(cascade_loss(logits, y, T, B, gamma, base, weighting="per_sample")[0])
+    assert per_sample == pytest.approx(T * sum(l) / 4 + (1 - T) * sum(a * c for a, c in zip(w, l)) / 4)
+    assert per_sample != pytest.approx(batch_mean, rel=1e-3)
+    assert cadel().weighting == "batch_mean" and cadel("CADEL.WEIGHTING", "per_sample").weighting == "per_sample"
+
+
 def test_no_gradient_flows_through_the_weights():
     torch.manual_seed(0)
     y = torch.randint(0, 5, (16,))
@@ -132,8 +149,8 @@ def test_mixup_loss_is_lam_la_plus_one_minus_lam_lb_with_separate_accumulators()
     out = [torch.randn(6, 5) for _ in range(3)]
     loss, _ = m.loss(out, batch, 2)
     T = 1 - 2 / 5
-    la = cascade_loss(out, y, T, 8, 1.0, 2.0)[0]
-    lb = cascade_loss(out, y[perm], T, 8, 1.0, 2.0)[0]
+    la = cascade_loss(out, y, T, 8, 1.0, 2.0, weighting=m.weighting)[0]
+    lb = cascade_loss(out, y[perm], T, 8, 1.0, 2.0, weighting=m.weighting)[0]
     assert float(loss) == pytest.approx(float(lam * la + (1 - lam) * lb), rel=1e-6)
     # no mixup at evaluation, or with alpha 0
     m.eval()

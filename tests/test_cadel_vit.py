@@ -23,7 +23,8 @@ from lib.models import vit  # noqa: E402
 from lib.models.aux_heads import ViTAuxHead  # noqa: E402
 
 COUNTS = [50, 20, 10, 5, 2]
-VIT_OPTS = ["METHOD", "cadel", "CADEL.AUX_HEAD", "vit", "CADEL.LOSS", "sigmoid", "CADEL.HEADLINE", "mean"]
+VIT_OPTS = ["METHOD", "cadel", "CADEL.AUX_HEAD", "vit", "CADEL.LOSS", "sigmoid", "CADEL.HEADLINE", "mean",
+            "CADEL.WEIGHTING", "per_sample"]
 
 
 @pytest.fixture
@@ -65,9 +66,16 @@ def test_vit_aux_heads_read_the_outputs_of_blocks_7_and_9_and_the_main_head_the_
     f = vit_.fc_norm(seen["block11"][:, 1:].mean(dim=1))
     assert torch.allclose(z3, net.last_head(f), atol=1e-5)
     assert torch.allclose(m.predict([z1, z2, z3])["logits"], (z1 + z2 + z3) / 3)
-    # drop path = dpr[i] of the linear 0 -> 0.1 rule over 12 blocks; timm's init on the extra blocks
+    # drop path = dpr[i] of the linear 0 -> 0.1 rule over 12 blocks
     assert net.aux_heads[0].drop_path == pytest.approx(0.1 * 7 / 11) and net.aux_heads[1].drop_path == pytest.approx(0.1 * 9 / 11)
-    qkv = net.aux_heads[0].blocks[0].attn.qkv
+
+
+def test_vit_aux_blocks_keep_pytorch_init_as_released_or_take_timms_trunc_normal(narrow_b16):
+    qkv = cadel_vit().net.aux_heads[0].blocks[0].attn.qkv  # PyTorch's Linear init: U(+-1/sqrt(fan_in)), bias too
+    bound = 1 / math.sqrt(qkv.in_features)
+    assert qkv.weight.abs().max() <= bound and qkv.weight.std().item() > 0.5 * bound / math.sqrt(3)
+    assert torch.count_nonzero(qkv.bias) == qkv.bias.numel()
+    qkv = cadel_vit("CADEL.VIT_AUX_INIT", "trunc_normal").net.aux_heads[0].blocks[0].attn.qkv
     assert 0.015 < qkv.weight.std().item() < 0.025 and torch.count_nonzero(qkv.bias) == 0
 
 
@@ -99,11 +107,12 @@ def test_layer_decay_gives_block0_block7s_aux_head_and_the_final_head_their_lr_t
     aux7_cos = group_of(net.aux_heads[0].head.weight)
     aux9 = group_of(net.aux_heads[1].blocks[0].attn.qkv.weight)
     head = group_of(net.last_head.weight)
-    want = {"block0": 0.75 ** 12, "aux7": 0.75 ** 5, "aux9": 0.75 ** 3, "head": 1.0}
+    # the release: the aux head on block i gets layer id i (block i-1's), so 0.75^6 and 0.75^4
+    want = {"block0": 0.75 ** 12, "aux7": 0.75 ** 6, "aux9": 0.75 ** 4, "head": 1.0}
     got = {"block0": block0, "aux7": aux7, "aux9": aux9, "head": head}
     for k, g in got.items():
         assert g["lr_scale"] == pytest.approx(want[k]), k
-    assert aux7_cos["lr_scale"] == pytest.approx(0.75 ** 5)  # the aux head's CosNorm too
+    assert aux7_cos["lr_scale"] == pytest.approx(0.75 ** 6)  # the aux head's CosNorm too
     assert group_of(net.aux_heads[0].blocks[0].norm1.weight)["weight_decay"] == 0.0 and aux7["weight_decay"] == 0.05
     sch = LRSchedule(m.cfg, opt)
     sch.set_epoch(1)
@@ -114,6 +123,26 @@ def test_layer_decay_gives_block0_block7s_aux_head_and_the_final_head_their_lr_t
     f = 1e-6 / 5e-4 + (1 - 1e-6 / 5e-4) * (1 + math.cos(math.pi * 0.75)) / 2
     for k, g in got.items():
         assert g["lr"] == pytest.approx(5e-4 * f * want[k]), k
+
+
+def test_tapped_block_lr_layer_gives_the_aux_heads_their_blocks_own_id(narrow_b16):
+    m = cadel_vit("TRAIN.OPTIMIZER.LAYER_DECAY", "0.75", "CADEL.AUX_LR_LAYER", "tapped_block")
+    opt = build_optimizer(m.cfg, m)
+    scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    assert scale[id(m.net.aux_heads[0].head.weight)] == pytest.approx(0.75 ** 5)
+    assert scale[id(m.net.aux_heads[1].blocks[0].attn.qkv.weight)] == pytest.approx(0.75 ** 3)
+
+
+def test_epoch_offset_one_reproduces_the_releases_one_based_warmup_cosine(narrow_b16):
+    """EPOCH_OFFSET 1: t = e + i/n: the warm-up starts at lr/W, peaks after W - 1 epochs and the last epoch runs
+    past the half cycle (the LR rises again above min_lr)."""
+    m = cadel_vit("TRAIN.LR_SCHEDULER.TYPE", "warmup_cosine", "TRAIN.LR_SCHEDULER.WARM_EPOCH", "5",
+                  "TRAIN.LR_SCHEDULER.EPOCH_OFFSET", "1.0", "TRAIN.OPTIMIZER.BASE_LR", "1.0", "TRAIN.MAX_EPOCH", "10")
+    sch = LRSchedule(m.cfg, build_optimizer(m.cfg, m))
+    f = sch.lr_factor
+    assert f(1, 0.0) == pytest.approx(1 / 5) and f(4, 0.0) == pytest.approx(4 / 5) and f(5, 0.0) == pytest.approx(1.0)
+    t = 10 + 0.5  # the middle of the last epoch: (t - W) / (E - W) = 1.1
+    assert f(10, 0.5) == pytest.approx((1 + math.cos(math.pi * (t - 5) / 5)) / 2) and f(10, 0.5) > f(10, 0.0)
 
 
 # ---------------------------------------------------------------- the ViT loss

@@ -169,6 +169,9 @@ def convert(release, data_root="data"):
         c.set("CADEL.HEADLINE", "mean")
         c.set("CADEL.LAST_HEAD_INIT_STD", 2e-5)
         c.set("CADEL.POSTHOC_TAUS", VIT_TAUS)
+        c.set("CADEL.WEIGHTING", "per_sample")  # the ViT loss re-weights per sample (no broadcast)
+        c.set("CADEL.VIT_AUX_INIT", "pytorch")
+        c.set("CADEL.AUX_LR_LAYER", "previous_block")
         c.set("TRAIN.OPTIMIZER.TYPE", "ADAMW")
         c.set("TRAIN.OPTIMIZER.NO_WEIGHT_DECAY_1D", True)
         c.set("TRAIN.OPTIMIZER.LAYER_DECAY", 0.75)
@@ -181,6 +184,8 @@ def convert(release, data_root="data"):
         c.set("CADEL.AUX_HEAD", "places" if btype == "res152" else "cnn")
         c.set("CADEL.HEADLINE", "last")
         c.set("CADEL.POSTHOC_TAUS", taus)
+        c.set("CADEL.WEIGHTING", "batch_mean")  # the CNN loss's (N,1) x (N,) broadcast
+        c.set("CADEL.SE_BIAS", False)
         c.set("TRAIN.OPTIMIZER.TYPE", "SGD")
         c.set("TRAIN.OPTIMIZER.NESTEROV", False)
     head_lr, backbone_lr, wds = None, None, []
@@ -282,6 +287,7 @@ def convert(release, data_root="data"):
         c.set("TRAIN.LR_SCHEDULER.TYPE", "warmup_cosine")
         c.set("TRAIN.LR_SCHEDULER.COSINE_DECAY_END", 0)
         c.set("TRAIN.LR_SCHEDULER.WARM_EPOCH", int(opt.get("warmup_epoch", 5) or 0))
+        c.set("TRAIN.LR_SCHEDULER.EPOCH_OFFSET", 1.0)  # the runner evaluates it at the 1-based epoch + step/len
         if c.get("TRAIN.LR_SCHEDULER.ETA_MIN") is None:
             c.set("TRAIN.LR_SCHEDULER.ETA_MIN", 0.0)
         for k in ("coslr", "endlr"):

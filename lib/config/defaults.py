@@ -137,6 +137,7 @@ _C.TRAIN.LR_SCHEDULER.WARM_EPOCH = 5  # warmup: w(e) = (1/3)(1 - e/W) + e/W for 
 _C.TRAIN.LR_SCHEDULER.COSINE_DECAY_END = 0  # cosine period T_max in epochs; 0 = MAX_EPOCH
 _C.TRAIN.LR_SCHEDULER.ETA_MIN = 0.0  # cosine floor (absolute LR)
 _C.TRAIN.LR_SCHEDULER.STEP_AT_EPOCH_START = True  # BoT: epoch e uses t = e; False: t = e - 1 (PyTorch end-of-epoch)
+_C.TRAIN.LR_SCHEDULER.EPOCH_OFFSET = 0.0  # warmup_cosine: added to t = e - 1 + i/n (1 = CADEL-ViT's release, 1-based epochs)
 
 # ---------------------------------------------------------------- evaluation
 _C.TEST = CN()
@@ -148,6 +149,7 @@ _C.TEST.SHOT_RULE = "standard"  # many/medium/few rule: standard (>100, 20-100, 
 _C.TEST.FLIP_TTA = False  # average logits with the horizontally flipped image
 _C.TEST.TAU_NORM = CN({"USE_TAU_NORM": False, "TAU": 1.0})  # post-hoc w_c / ||w_c||^tau
 _C.TEST.LOGIT_ADJUST = CN({"TAU": 0.0})  # post-hoc z - tau * log(prior)
+_C.TEST.TEMPERATURE = 1.0  # post-hoc temperature scaling z / T of the main prediction (1.0 = off; argmax unchanged)
 
 # ---------------------------------------------------------------- transforms (specs/datasets.md §6)
 _C.TRANSFORMS = CN()

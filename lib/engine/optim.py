@@ -90,8 +90,10 @@ class LRSchedule:
     cosine:    f(e) = eta + (1 - eta)(1 + cos(pi t / T)) / 2, eta = ETA_MIN / BASE_LR, T = COSINE_DECAY_END
                or the run's epochs; t = e (BoT/NCL step at epoch start) or e - 1 (STEP_AT_EPOCH_START False)
     constant:  f = 1
-    warmup_cosine (per iteration, MAE/BEiT fine-tuning): t = e - 1 + i/n epochs;
-               f = t/W for t < W, else eta + (1 - eta)(1 + cos(pi (t - W)/(T - W))) / 2
+    warmup_cosine (per iteration, MAE/BEiT fine-tuning): t = e - 1 + i/n + EPOCH_OFFSET epochs;
+               f = t/W for t < W, else eta + (1 - eta)(1 + cos(pi (t - W)/(T - W))) / 2, t clamped at
+               T + EPOCH_OFFSET. EPOCH_OFFSET 1 is CADEL-ViT's release (1-based epochs: the warm-up starts at
+               1/W, peaks one epoch early, and the last epoch runs past the half cycle)
     The per-epoch types change the LR once per epoch; `step` re-applies them only when a group's
     lr_scale changed (a method's `lr_scales`).
     """
@@ -114,6 +116,7 @@ class LRSchedule:
                             f"{self.period}) > WARM_EPOCH ({self.warm})")
         self.eta = s.ETA_MIN / self.base_lr if self.base_lr else 0.0
         self.at_start = s.STEP_AT_EPOCH_START
+        self.offset = float(s.EPOCH_OFFSET)
         self.per_iteration = self.kind == "warmup_cosine"
         self.epoch = 0
         self.f = None
@@ -123,10 +126,10 @@ class LRSchedule:
         if self.kind == "constant":
             return 1.0
         if self.kind == "warmup_cosine":
-            t = e - 1 + frac
+            t = e - 1 + frac + self.offset
             if t < self.warm:
                 return t / self.warm
-            t = min(t, self.period)
+            t = min(t, self.period + self.offset)
             return self.eta + (1 - self.eta) * (1 + math.cos(math.pi * (t - self.warm) / (self.period - self.warm))) / 2
         if self.kind == "cosine":
             t = e if self.at_start else e - 1

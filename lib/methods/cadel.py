@@ -11,7 +11,10 @@ re-weighted loss (§3, the release's `ensemble_loss_v2`); for a batch of N sampl
     p_k,i = P_k(y_i | x_i)  (detached)          m_k,i = mean_{j<=k} p_j,i   (the cascade)
     bins e_b = b/B, b = 0..B (last edge + 1e-6, so m = 1 is in the last bin); n_b = #{i: m_k,i in bin b}
     w_k,i = base + gamma * n_{b(i)} / N         (DOWN_WEIGHT: base - gamma * n_{b(i)} / N)
-    L_k   = T * mean_i l_k,i + (1 - T) * mean_i (w_k,i * l_k,i),   T = 1 - epoch / E  (epoch 1..E)
+    L_k   = T * mean_i l_k,i + (1 - T) * R_k,      T = 1 - epoch / E  (epoch 1..E)
+    R_k   = mean_i (w_k,i * l_k,i)                  CADEL.WEIGHTING per_sample (the ViT release)
+          = mean_i w_k,i * mean_i l_k,i             CADEL.WEIGHTING batch_mean (the CNN release: an (N,1) x (N,)
+                                                    broadcast; its published CNN numbers were trained so)
     L     = sum_k L_k
 
 with (p, l) from a pluggable term function (CADEL.LOSS): "softmax" p = softmax(z)[y],
@@ -40,6 +43,7 @@ from .base import METHODS, Method
 
 HEADLINES = ("last", "mean")
 SHAPE_MATCH = ("skip", "error")
+WEIGHTINGS = ("batch_mean", "per_sample")
 
 
 # ---------------------------------------------------------------- per-head terms (pluggable: CADEL.LOSS)
@@ -89,15 +93,21 @@ def bin_weights(m, bins, gamma, base, down_weight=False):
     return (base - gamma * frac) if down_weight else (base + gamma * frac), n
 
 
-def cascade_loss(logits, y, T, bins, gamma, base, down_weight=False, terms=softmax_terms):
-    """L = sum_k [T mean_i l_k,i + (1 - T) mean_i w_k,i l_k,i] for head logits [z_1 .. z_K] (each N x C),
-    w_k from the running mean of p_1..p_k (see the module docstring). Returns (L, [L_1 .. L_K])."""
+def reweighted(w, l, weighting):
+    """R = mean_i(w_i l_i) (per_sample) or mean_i(w_i) mean_i(l_i) (batch_mean, the CNN release)."""
+    return (w * l).mean() if weighting == "per_sample" else w.mean() * l.mean()
+
+
+def cascade_loss(logits, y, T, bins, gamma, base, down_weight=False, terms=softmax_terms, weighting="per_sample"):
+    """L = sum_k [T mean_i l_k,i + (1 - T) R_k] for head logits [z_1 .. z_K] (each N x C), R_k the
+    re-weighted term of `weighting`, w_k from the running mean of p_1..p_k (module docstring).
+    Returns (L, [L_1 .. L_K])."""
     per_head, p_sum = [], 0.0
     for k, z in enumerate(logits, start=1):
         p, l = terms(z, y)
         p_sum = p_sum + p
         w, _ = bin_weights(p_sum / k, bins, gamma, base, down_weight)
-        per_head.append(T * l.mean() + (1 - T) * (w * l).mean())
+        per_head.append(T * l.mean() + (1 - T) * reweighted(w, l, weighting))
     return sum(per_head), per_head
 
 
@@ -115,6 +125,7 @@ class CADEL(Method):
         cfg.CADEL.BASE_WEIGHT = 2.0  # base (training_opt.base_weight)
         cfg.CADEL.DOWN_WEIGHT = False  # w = base - gamma * n_b / N (the unused `ensemble_loss` variant)
         cfg.CADEL.LOSS = "softmax"  # per-head terms: softmax (CE, CNN release) | sigmoid (BCE over classes, ViT release)
+        cfg.CADEL.WEIGHTING = "batch_mean"  # re-weighted term: batch_mean mean(w)*mean(l) (CNN release) | per_sample mean(w*l) (ViT release)
         cfg.CADEL.MIXUP_ALPHA = 0.0  # input mixup lam ~ Beta(a, a) (criterions.mixup.alpha); 0 = off
         cfg.CADEL.TAPS = []  # stage outputs read by the aux heads, shallow to deep; [] = last-but-two and last-but-one stages
         cfg.CADEL.AUX_HEAD = "cnn"  # cnn (Aux_Layer2, 1x1 projection) | places (Aux_Classifier, 3x3 projection) | vit (ViTs)
@@ -122,6 +133,9 @@ class CADEL(Method):
         cfg.CADEL.AUX_WIDTH = 0  # aux conv width W (projection 2W); 0 = the backbone's feature width (2048 on ResNet-50)
         cfg.CADEL.AUX_GROUPS = 32  # groups of the aux head's grouped 3x3 conv
         cfg.CADEL.AUX_DROPOUT = 0.5  # dropout before each aux head's CosNorm
+        cfg.CADEL.SE_BIAS = False  # biases in the cnn/places aux heads' SE gate (the release has none)
+        cfg.CADEL.VIT_AUX_INIT = "pytorch"  # vit aux blocks: pytorch default init (release) | trunc_normal (timm's ViT init)
+        cfg.CADEL.AUX_LR_LAYER = "previous_block"  # vit aux head's layer-decay id: previous_block (release: tap index) | tapped_block
         cfg.CADEL.SCALE = 30.0  # CosNorm scale s of every head
         cfg.CADEL.LAST_HEAD_INIT_STD = 0.0  # > 0: last head's W ~ trunc_normal(std) (ViT release: 2e-5); 0 = U(+-1/sqrt(d))
         cfg.CADEL.HEADLINE = "last"  # prediction: last (last head; CNN release) | mean (mean of the heads' logits; ViT)
@@ -134,6 +148,8 @@ class CADEL(Method):
         c = cfg.CADEL
         if c.BINS < 1:
             raise UserError(f"CADEL.BINS must be >= 1, got {c.BINS}")
+        if c.WEIGHTING not in WEIGHTINGS:
+            raise UserError(f"unknown CADEL.WEIGHTING {c.WEIGHTING!r}; valid: {', '.join(WEIGHTINGS)}")
         if c.LOSS not in TERMS:
             raise UserError(f"unknown CADEL.LOSS {c.LOSS!r}; valid: {', '.join(TERMS)}")
         if c.HEADLINE not in HEADLINES:
@@ -148,6 +164,7 @@ class CADEL(Method):
         self.bins, self.gamma, self.base = int(c.BINS), float(c.GAMMA), float(c.BASE_WEIGHT)
         self.down_weight = bool(c.DOWN_WEIGHT)
         self.terms = TERMS[c.LOSS]
+        self.weighting = c.WEIGHTING
         self.alpha = float(c.MIXUP_ALPHA)
         self.headline = c.HEADLINE
         self.backbone_lr_scale = float(c.BACKBONE_LR_SCALE)
@@ -167,7 +184,8 @@ class CADEL(Method):
         width = int(c.AUX_WIDTH) or backbone.out_dim
         aux = [build_aux_head(c.AUX_HEAD, backbone.stage_channels[t], self.num_classes, tap=t, backbone=backbone,
                               width=width, groups=int(c.AUX_GROUPS), dropout=float(c.AUX_DROPOUT),
-                              scale=float(c.SCALE), depth=int(c.AUX_DEPTH))
+                              scale=float(c.SCALE), depth=int(c.AUX_DEPTH), se_bias=bool(c.SE_BIAS),
+                              vit_init=c.VIT_AUX_INIT, lr_layer=c.AUX_LR_LAYER)
                for t in taps]
         last = CosNorm(backbone.out_dim, self.num_classes, scale=float(c.SCALE))
         if c.LAST_HEAD_INIT_STD < 0:
@@ -208,7 +226,7 @@ class CADEL(Method):
 
     def loss(self, outputs, batch, epoch):
         T = anneal_T(epoch, self.epochs)
-        args = (T, self.bins, self.gamma, self.base, self.down_weight, self.terms)
+        args = (T, self.bins, self.gamma, self.base, self.down_weight, self.terms, self.weighting)
         loss, per_head = cascade_loss(outputs, batch["label"], *args)
         if "label_b" in batch:  # lam L(y_a) + (1 - lam) L(y_b), each with its own accumulators
             lam = batch["lam"]
