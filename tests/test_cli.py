@@ -113,6 +113,18 @@ def test_help_prints_the_accepted_form_and_every_flag(entry, capsys):
     assert all(f in out for f in ("--checkpoint", "--split", "--out", "--gpus", "KEY VALUE"))
 
 
+@pytest.mark.parametrize("cmd", [[sys.executable, "valid.py"], [sys.executable, "main/train.py"],
+                                 [sys.executable, "tools/posthoc_tau.py"], ["bash", "data_parallel_train.sh"],
+                                 ["bash", "distributed_data_parallel_train.sh"], ["bash", "tools/two_stage.sh"],
+                                 ["bash", "tools/demo.sh"]])
+def test_every_entry_point_states_the_flag_rule_once_in_its_help(cmd):
+    r = run_cli(cmd + ["-h"])
+    text = r.stdout + r.stderr
+    assert r.returncode == 0 and text.startswith("usage: "), text
+    assert text.lower().count("flags may come") == 1, text
+    assert "command not found" not in text  # a script's -h is not evaluated as shell code
+
+
 def test_posthoc_tau_tool_follows_the_same_rule_with_a_list_flag():
     tool = load_tool("posthoc_tau")
     args = tool.parse_args(["--taus", "0.5", "1", "--cfg", "c.yaml", "NAME", "x", "--checkpoint", "m.pth"])

@@ -18,6 +18,7 @@ tools/demo.sh), which split their arguments with `python3 -m lib.utils.cli SCRIP
 `ArgumentParser` is argparse with the same one-line errors, for the tools that take no config.
 """
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -57,11 +58,12 @@ class Flag:
 CFG_FLAG = Flag("--cfg", dest="cfg", metavar="CONFIG", help="YAML config file (or give CONFIG as the first bare word)")
 
 
-def usage_line(prog, flags, configs=("CONFIG",), positionals=(), default_config=None):
+def usage_line(prog, flags, configs=("CONFIG",), positionals=(), default_config=None, varargs=None):
     words = [prog]
     for c in configs:
         words.append(f"[[--cfg] {c}]" if default_config else f"[--cfg] {c}")
-    words += list(positionals) + [f.usage() for f in flags if not f.hidden] + ["[KEY VALUE ...]"]
+    words += list(positionals) + ([f"{varargs}..."] if varargs else [])
+    words += [f.usage() for f in flags if not f.hidden] + ["[KEY VALUE ...]"]
     return " ".join(words)
 
 
@@ -80,7 +82,7 @@ def _is_yaml_path(word):
 
 
 def parse_command_line(argv, prog, flags=(), description="", configs=("CONFIG",), positionals=(),
-                       default_config=None):
+                       default_config=None, varargs=None):
     """Split `argv` into config(s), positionals, flags and KEY VALUE overrides (module docstring).
 
     `configs`: names of the config arguments (two for tools/two_stage.sh); each is a `--cfg` value
@@ -89,11 +91,13 @@ def parse_command_line(argv, prog, flags=(), description="", configs=("CONFIG",)
     first bare word is a config only if it is a YAML path.
     Returns an argparse.Namespace with `cfg` (str; `cfgs`, the list, too), one attribute per positional
     (lower case), `opts` (list of str, in pairs) and one attribute per flag (None / False when not
-    given). Raises UserError (one line, with the usage) on anything else."""
+    given). `varargs` (e.g. "INPUTS"): after the positionals, the bare words up to the first that looks like a
+    config KEY and is no existing path, as a list attribute (lower case).
+    Raises UserError (one line, with the usage) on anything else."""
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = tuple(flags)
     by_name = {n: f for f in (CFG_FLAG,) + flags for n in f.names}
-    usage = usage_line(prog, flags, configs, positionals, default_config)
+    usage = usage_line(prog, flags, configs, positionals, default_config, varargs)
 
     def fail(problem):
         raise UserError(f"{problem}; usage: {usage} (flags may come before or after the config)")
@@ -169,6 +173,11 @@ def parse_command_line(argv, prog, flags=(), description="", configs=("CONFIG",)
         if not bare:
             fail(f"no {name} given")
         values[name.lower()] = bare.pop(0)
+    if varargs:
+        words = []
+        while bare and not (_LOOKS_LIKE_KEY.match(bare[0]) and not os.path.exists(bare[0])):
+            words.append(bare.pop(0))
+        values[varargs.lower()] = words
     for k in range(0, len(bare), 2):
         if not KEY_RE.match(bare[k]):
             fail(f"'{bare[k]}' stands where a config KEY is expected")
@@ -189,10 +198,18 @@ def flag_words(args, flags):
     return out
 
 
+def _without_flag_rule(description):
+    """The description minus its own "flags may come ..." sentence: the help prints that rule once."""
+    lines = [ln for ln in description.strip().splitlines()
+             if not ln.strip().lstrip("(").lower().startswith("flags may come")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
 def _print_help(usage, flags, description):
     print(f"usage: {usage}")
+    description = _without_flag_rule(description or "")
     if description:
-        print(f"\n{description.strip()}")
+        print(f"\n{description}")
     print("\nFlags may come anywhere: before or after CONFIG, or between the KEY VALUE pairs.")
     for f in flags:
         names = ", ".join(f.names) + (f" {f.metavar}" if f.takes_value else "")
@@ -257,6 +274,13 @@ if __name__ == "__main__":  # python3 -m lib.utils.cli SCRIPT ARGS...  (used by 
     def _main():
         if len(sys.argv) < 2 or sys.argv[1] not in SCRIPTS:
             raise UserError(f"usage: python3 -m lib.utils.cli {{{','.join(SCRIPTS)}}} ARGS...")
-        print(shell_assignments(sys.argv[1], sys.argv[2:]))
+        try:  # the script evals stdout: -h prints its help on stderr, then `exit 0` for the script
+            with contextlib.redirect_stdout(sys.stderr):
+                out = shell_assignments(sys.argv[1], sys.argv[2:])
+        except SystemExit as e:
+            if not e.code:
+                print("exit 0")
+            raise
+        print(out)
 
     _main()
