@@ -30,6 +30,8 @@ else
     echo "error: NUM_GPUS is $NUM_GPUS but GPU_IDS '$GPU_IDS' lists $n_ids id(s)" >&2
     exit 2
   fi
+  # no CUDA, or an id this machine lacks: one line here instead of torchrun's per-rank tracebacks
+  "$PY" -m lib.utils.distributed "$GPU_IDS" "$NUM_GPUS" || exit $?
   export CUDA_VISIBLE_DEVICES=$GPU_IDS
   DEVICE=cuda
 fi

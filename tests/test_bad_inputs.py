@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
+from conftest import PY, ROOT, run_cli
 from lib.config import build_config
 from lib.engine.trainer import train
 
@@ -153,6 +153,26 @@ def test_bad_input_is_one_line_exit_2_and_overwrites_nothing(env, case, capsys):
 def test_launcher_num_gpus_must_match_the_ids(env):
     r = run_cli(["bash", "distributed_data_parallel_train.sh", str(env["cfg"]), "3", "0,1"])
     assert r.returncode == 2 and r.stderr.strip() == "error: NUM_GPUS is 3 but GPU_IDS '0,1' lists 2 id(s)"
+
+
+def test_ddp_launcher_with_gpu_ids_on_a_machine_without_cuda_is_one_line_before_torchrun(env):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = run_cli(["bash", "distributed_data_parallel_train.sh", str(env["cfg"]), "2", "0,1"])
+    err = r.stderr.strip()
+    assert r.returncode == 2 and "\n" not in err, err  # not torchrun's per-rank tracebacks
+    assert err.startswith("error: GPU_IDS 0,1 given, but CUDA is not available") and "cpu as GPU_IDS" in err, err
+
+
+def test_valid_py_without_a_trained_checkpoint_names_the_file_and_says_to_train_first(env):
+    r = run_cli([PY, "valid.py", str(env["cfg"]), "NAME", "never_trained"])
+    err = r.stderr.strip()
+    models = os.path.join(str(env["dir"] / "out"), "never_trained", "models")
+    assert r.returncode == 2 and "\n" not in err, err
+    assert err == (f"error: no checkpoint best_model.pth in {models}{os.sep} (TEST.MODEL_FILE): train first "
+                   "(python main/train.py CONFIG) or pass --checkpoint PATH"), err
 
 
 def test_grayscale_rgba_and_16bit_images_train(env, tmp_path):

@@ -1,5 +1,6 @@
 """The few helpers that know about processes: DDP set-up, rank checks, reductions."""
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -111,3 +112,22 @@ def cleanup():
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def check_gpu_ids(ids, num_processes=None):
+    """For the DDP launcher, before torchrun starts: GPU ids this machine cannot give are one UserError naming them."""
+    given = ",".join(str(i) for i in ids)
+    if not torch.cuda.is_available():
+        n = num_processes or len(ids)
+        raise UserError(f"GPU_IDS {given} given, but CUDA is not available on this machine; to run {n} process(es) "
+                        f"on the CPU (gloo), give cpu as GPU_IDS: bash distributed_data_parallel_train.sh CONFIG {n} cpu")
+    n = torch.cuda.device_count()
+    missing = [i for i in ids if i >= n]
+    if missing:
+        raise UserError(f"GPU id {missing[0]} in GPU_IDS {given} does not exist (this machine has {n} CUDA device(s))")
+
+
+if __name__ == "__main__":  # python3 -m lib.utils.distributed GPU_IDS NUM_GPUS (distributed_data_parallel_train.sh)
+    from .errors import exit_on_user_error
+
+    exit_on_user_error(check_gpu_ids)([int(i) for i in sys.argv[1].split(",")], int(sys.argv[2]))
