@@ -129,3 +129,26 @@ def launcher_resume_matches(cfg_path, opts):
     a, b = latest_weights(os.path.join(out, "ref")), latest_weights(os.path.join(out, "killed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     return a, b
+
+
+# ---------------------------------------------------------------- a test run leaves the checkout clean
+_TOP_LEVEL = set()
+
+
+def _leftovers(before):
+    """New top-level entries a test run must not leave: hidden folders/files (a plugin's or a tool's cache,
+    e.g. .benchmarks/) and empty folders; .pytest_cache is pytest's own (git-ignored)."""
+    new = set(os.listdir(ROOT)) - before - {".pytest_cache"}
+    return sorted(n for n in new if n.startswith(".") or (os.path.isdir(os.path.join(ROOT, n))
+                                                          and not os.listdir(os.path.join(ROOT, n))))
+
+
+def pytest_sessionstart(session):
+    _TOP_LEVEL.update(os.listdir(ROOT))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    left = _leftovers(_TOP_LEVEL)
+    if left:
+        print(f"\nerror: the test run left {', '.join(left)} in the checkout {ROOT}", file=sys.stderr)
+        session.exitstatus = 1
