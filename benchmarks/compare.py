@@ -57,7 +57,8 @@ import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's lib/
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, CHECKOUT)  # this checkout's lib/
 from lib.config import build_config  # noqa: E402
 from lib.data.annotations import class_counts, load_annotations  # noqa: E402
 from lib.data.longtail import format_imb_factor  # noqa: E402
@@ -642,6 +643,8 @@ def main(argv=None):
 
     def finish(seed, s, rec=None, error=None):
         i = n_jobs - len(todo) - len(running)
+        if error is not None:  # results are committed: paths relative to the checkout, never this machine's
+            error = error.replace(CHECKOUT + os.sep, "")
         if error is None:
             runs.setdefault(s, []).append(rec)
             done.add((s, seed))

@@ -225,3 +225,16 @@ def test_a_multi_member_run_reports_the_member_chosen_on_val(bench, tiny_cfg, tm
     assert row["best_member"]["top1"] == run["members"][run["best_member"]]["top1"]
     md = (out / "accuracy_if10.md").read_text()
     assert f"| ↳ best member, chosen on val ({run['best_member']}) | member of tiny |" in md
+
+
+def test_committed_results_hold_no_path_of_the_machine_that_wrote_them(bench):
+    """Result files are committed: the writer stores paths relative to the checkout (compare.py strips it from
+    a failed run's message) and no file under benchmarks/results/ names a machine's absolute path."""
+    compare = bench("compare")
+    assert compare.CHECKOUT == ROOT
+    found = []
+    for name in sorted(os.listdir(os.path.join(BENCH, "results"))):
+        if name.endswith((".md", ".json")):
+            text = open(os.path.join(BENCH, "results", name), encoding="utf-8").read()
+            found += [f"{name}: {p}" for p in (ROOT + os.sep, "/work/", "/root/", "/home/") if p in text]
+    assert not found, found
