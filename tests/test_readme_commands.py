@@ -82,3 +82,19 @@ def test_readme_usage_lines_run_as_printed(tiny_lt, tmp_path):
     assert len(ran) >= 6
     assert (out / "fmnist_lt_if100_ce_res32" / "models" / "best_model.pth").is_file()  # the train line
     assert (out / "fmnist_lt_if100_wb_stage2_maxnorm_res32" / "results.json").is_file()  # tools/two_stage.sh
+
+
+def test_a_tensorboard_suggestion_says_how_to_install_the_viewer():
+    """Set-up installs tensorboardX (which writes the event files), not the `tensorboard` viewer: every place that
+    suggests `tensorboard --logdir` (the scripts, docs/) also says `pip install tensorboard`."""
+    reqs = open(os.path.join(ROOT, "requirements.txt")).read().split()
+    if any(r.split("=")[0].strip().lower() == "tensorboard" for r in reqs):
+        return
+    places = [os.path.join("tools", f) for f in os.listdir(os.path.join(ROOT, "tools")) if f.endswith(".sh")]
+    places += [os.path.relpath(os.path.join(d, f), ROOT) for d, _, fs in os.walk(os.path.join(ROOT, "docs"))
+               for f in fs if f.endswith(".md")]
+    for rel in places:
+        text = open(os.path.join(ROOT, rel)).read()
+        for line in text.splitlines():
+            if "tensorboard --logdir" in line:
+                assert "pip install tensorboard" in line, (rel, line)

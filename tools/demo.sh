@@ -25,4 +25,5 @@ RUN=$("$PY" -c "import sys; from lib.config import build_config; c = build_confi
 echo
 echo "Run folder: $RUN"
 echo "  results.json, per_class.csv, per_class_accuracy.png, confusion_matrix.png, models/, tensorboard/, logs/"
-echo "  tensorboard --logdir $RUN/tensorboard"
+# tensorboardX writes the event files; the viewer is not installed by tools/setup.sh (it would add ~15 MB)
+echo "  TensorBoard event files in $RUN/tensorboard (to view: pip install tensorboard; tensorboard --logdir $RUN/tensorboard)"
