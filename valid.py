@@ -2,10 +2,11 @@
 
 Flags may come before or after CONFIG (lib/utils/cli.py).
 
-Writes results.json, per_class.csv/json, per_class_accuracy.png and confusion_matrix.png into
-OUTPUT_DIR/NAME/eval/<split>_<checkpoint>[_taunorm<tau>][_la<tau>][_flip]/ (one folder per prediction-changing
-option, see lib/evaluation/reports.eval_folder_name; or --out) and prints the many/medium/few table.
-Post-hoc options: TEST.TAU_NORM.USE_TAU_NORM/TAU, TEST.LOGIT_ADJUST.TAU, TEST.FLIP_TTA.
+Writes results.json, per_class.csv/json, per_class_accuracy.png, reliability_diagram.png and confusion_matrix.png
+into OUTPUT_DIR/NAME/eval/<split>_<checkpoint>[_taunorm<tau>][_la<tau>][_T<T>][_flip]/ (one folder per
+prediction-changing option, see lib/evaluation/reports.eval_folder_name; or --out) and prints the many/medium/few
+table with the calibration (ECE, NLL). Post-hoc options: TEST.TAU_NORM.USE_TAU_NORM/TAU, TEST.LOGIT_ADJUST.TAU,
+TEST.TEMPERATURE (fitted by tools/posthoc_tau.py --temperature), TEST.FLIP_TTA.
 """
 import os
 import re
@@ -18,7 +19,7 @@ from lib.engine.amp import AmpContext
 from lib.engine.checkpoint import load_trained_method
 from lib.utils.distributed import choose_device
 from lib.engine.run_dir import resolve_checkpoint, run_dir_of
-from lib.evaluation.evaluator import evaluate
+from lib.evaluation.evaluator import evaluate, posthoc_logits
 from lib.evaluation.reports import eval_folder_name, summary_table, write_evaluation
 from lib.utils.cli import Flag, parse_command_line
 from lib.utils.errors import UserError, exit_on_user_error
@@ -47,6 +48,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args.cfg, args.opts)
+    if cfg.TEST.TEMPERATURE <= 0:
+        raise UserError(f"TEST.TEMPERATURE must be > 0, got {cfg.TEST.TEMPERATURE}")
     split = args.split or cfg.TEST.SPLIT
     ckpt_path = resolve_checkpoint(cfg, args.checkpoint, "--checkpoint") if args.checkpoint else \
         resolve_checkpoint(cfg, cfg.TEST.MODEL_FILE, "TEST.MODEL_FILE")
@@ -63,14 +66,16 @@ def main(argv=None):
     amp = AmpContext(cfg, device)
     loader = eval_loader(cfg, dataset)
     report, logits, labels = evaluate(method, method, loader, device, data.counts, cfg.TEST.SHOT_RULE, amp.autocast,
-                                      flip_tta=cfg.TEST.FLIP_TTA, logit_tau=cfg.TEST.LOGIT_ADJUST.TAU)
+                                      flip_tta=cfg.TEST.FLIP_TTA, logit_tau=cfg.TEST.LOGIT_ADJUST.TAU,
+                                      temperature=cfg.TEST.TEMPERATURE)
+    logits = posthoc_logits(logits, data.counts, cfg.TEST.LOGIT_ADJUST.TAU)  # the confusion matrix of the report
     name = os.path.splitext(os.path.basename(ckpt_path))[0]
     out = args.out or os.path.join(run_dir_of(cfg), "eval", eval_folder_name(split, name, cfg))
     meta = {"name": cfg.NAME, "method": cfg.METHOD, "split": split, "json": dataset.json_path,
             "checkpoint": ckpt_path, "checkpoint_epoch": int(ckpt.get("epoch", -1)),
             "backbone": cfg.BACKBONE.TYPE, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA,
             "tau_norm": cfg.TEST.TAU_NORM.TAU if cfg.TEST.TAU_NORM.USE_TAU_NORM else None,
-            "logit_adjust_tau": cfg.TEST.LOGIT_ADJUST.TAU}
+            "logit_adjust_tau": cfg.TEST.LOGIT_ADJUST.TAU, "temperature": cfg.TEST.TEMPERATURE}
     write_evaluation(out, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE, data.class_names())
     print(f"{split} split ({len(dataset)} images), checkpoint {ckpt_path} (epoch {meta['checkpoint_epoch']})")
     print(summary_table(report))

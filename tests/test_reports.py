@@ -70,7 +70,7 @@ def test_valid_py_variants_write_their_own_folders_and_keep_the_plain_one(traine
     assert json.loads(before)["top1"] == pytest.approx(plain["top1"])
     assert results["top1"] == pytest.approx(variant["top1"])
     assert sorted(os.listdir(variant_dir)) == ["confusion_matrix.png", "per_class.csv", "per_class.json",
-                                               "per_class_accuracy.png", "results.json"]
+                                               "per_class_accuracy.png", "reliability_diagram.png", "results.json"]
 
 
 # ---------------------------------------------------------------- plots

@@ -1,6 +1,7 @@
 """Post-hoc logit adjustment of a trained run, tau chosen on the validation split (CADEL stage two).
 
-    python tools/posthoc_tau.py [--cfg] CONFIG [--checkpoint PATH] [--taus 0.9 1.0 ...] [--out DIR] [KEY VALUE ...]
+    python tools/posthoc_tau.py [--cfg] CONFIG [--checkpoint PATH] [--taus 0.9 1.0 ...] [--temperature] [--out DIR]
+        [KEY VALUE ...]
     (flags may come before or after CONFIG)
 
 Works on a trained run of any method (it needs only logits): loads CONFIG's checkpoint (default
@@ -9,7 +10,9 @@ of every member (experts / heads; CADEL: last head, mean of heads, each head) on
 once on TEST_JSON, then for each prediction separately picks tau in the grid maximising the validation
 top-1 of z - tau log pi (pi = training class frequencies; ties: first in grid order). Test labels are
 never used for the choice. Grid: --taus, else the method's own (`posthoc_taus`; CADEL: CADEL.POSTHOC_TAUS),
-else 0.0, 0.1, ..., 2.0.
+else 0.0, 0.1, ..., 2.0. With --temperature, a temperature T per prediction is then fitted on VALID_JSON (the
+T > 0 minimising the NLL of (z - tau log pi) / T; it changes probabilities, never the arg max) and the report
+uses it; tools/predict.py and tools/export.py read tau and T from results.json (--posthoc DIR).
 
 Writes into OUTPUT_DIR/NAME/posthoc_tau/ (or --out): tau_table.csv / tau_table.md (validation top-1 per tau
 and prediction, the choice marked) and the test result with the chosen taus: results.json (main and
@@ -28,8 +31,9 @@ from lib.engine.amp import AmpContext
 from lib.engine.checkpoint import load_trained_method
 from lib.engine.run_dir import resolve_checkpoint, run_dir_of
 from lib.evaluation import tau_search
-from lib.evaluation.evaluator import adjust_logits, predict_split
-from lib.evaluation.reports import write_evaluation
+from lib.evaluation.calibration import T_RANGE, nll
+from lib.evaluation.evaluator import posthoc_logits, predict_split
+from lib.evaluation.reports import calibration_line, write_evaluation
 from lib.utils.atomic import write_text
 from lib.utils.distributed import choose_device
 from lib.utils.cli import Flag, parse_command_line
@@ -43,6 +47,7 @@ FLAGS = (
     Flag("--checkpoint", metavar="PATH", help="checkpoint path (default: TEST.MODEL_FILE in the run's models/)"),
     Flag("--taus", metavar="TAU", type=float, nargs="+", help="tau grid (default: the method's, else 0..2)"),
     Flag("--out", metavar="DIR", help="output folder (default OUTPUT_DIR/NAME/posthoc_tau)"),
+    Flag("--temperature", help="also fit a temperature per prediction on VALID_JSON (after tau)"),
 )
 
 
@@ -66,12 +71,22 @@ def result_table(report, chosen):
         return "  n/a" if v is None else f"{v:5.2f}"
 
     rows = [("main", report)] + list(report["members"].items())
-    lines = ["| prediction | tau (val) | top-1 | many | medium | few | top-1 without tau |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| prediction | tau (val) | top-1 | many | medium | few | top-1 without tau | ECE | NLL |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows:
         lines.append(f"| {name} | {chosen[name]:g} | {f(r['top1'])} | {f(r['many'])} | {f(r['medium'])} | "
-                     f"{f(r['few'])} | {f(report['unadjusted'][name]['top1'])} |")
-    return "\n".join(lines)
+                     f"{f(r['few'])} | {f(report['unadjusted'][name]['top1'])} | {f(r['ece'])} | {f(r['nll'])} |")
+    return "\n".join(lines) + "\n" + calibration_line(report)
+
+
+def temperature_lines(val_preds, val_labels, counts, chosen, temps):
+    rows = []
+    for n, t in temps.items():
+        before = nll(posthoc_logits(val_preds[n].float(), counts, chosen[n]), val_labels)
+        after = nll(posthoc_logits(val_preds[n].float(), counts, chosen[n], t), val_labels)
+        bound = " (the search's bound)" if t in T_RANGE else ""
+        rows.append(f"{n} T={t:.4g}{bound} (val NLL {before:.4f} -> {after:.4f})")
+    return "temperature fitted on VALID_JSON: " + ", ".join(rows)
 
 
 @exit_on_user_error
@@ -106,6 +121,11 @@ def main(argv=None):
         rep_set = data.test
     chosen, table, report = tau_search.posthoc_logit_adjustment(
         val_preds, val_labels, rep_preds, rep_labels, data.counts, taus, cfg.TEST.SHOT_RULE)
+    temps = None
+    if args.temperature:
+        temps = tau_search.choose_temperatures(val_preds, val_labels, data.counts, chosen)
+        report = tau_search.report_with_taus(rep_preds, rep_labels, data.counts, chosen, cfg.TEST.SHOT_RULE,
+                                             temps_by_name=temps)
 
     out = args.out or os.path.join(run_dir_of(cfg), "posthoc_tau")
     os.makedirs(out, exist_ok=True)
@@ -120,12 +140,15 @@ def main(argv=None):
             "checkpoint_epoch": int(ckpt.get("epoch", -1)), "backbone": cfg.BACKBONE.TYPE,
             "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA, "tau_grid": taus,
             "tau": chosen, "val_top1_at_tau": {n: table[n][taus.index(t)] for n, t in chosen.items()},
-            "note": "logits z - tau log pi; tau per prediction chosen on the validation split only"}
-    adjusted_main = adjust_logits(rep_preds["main"].float(), data.counts, chosen["main"])
+            "temperature": temps,
+            "note": "logits (z - tau log pi) / T; tau (then T) per prediction chosen on the validation split only"}
+    adjusted_main = posthoc_logits(rep_preds["main"].float(), data.counts, chosen["main"], (temps or {}).get("main", 1))
     write_evaluation(out, report, adjusted_main, rep_labels, data.counts, meta, cfg.TEST.SHOT_RULE,
                      data.class_names())
     print(f"checkpoint {ckpt_path} (epoch {meta['checkpoint_epoch']}); tau grid {taus}")
     print(md)
+    if temps:
+        print(temperature_lines(val_preds, val_labels, data.counts, chosen, temps))
     print(f"{split} split ({len(rep_set)} images), each prediction with its tau chosen on VALID_JSON:")
     print(result_table(report, chosen))
     if same_split:

@@ -5,7 +5,19 @@ import torch
 from torch.nn import functional as F
 
 from ..utils import distributed as dist_utils
+from .calibration import scale
 from .metrics import classification_report
+
+
+def predict_batch(model, method, batch, flip_tta=False):
+    """method.predict of one batch: {"logits": B x C, "members": {...}}; with flip_tta the mean with the
+    horizontally flipped images. The one prediction of valid.py, tools/predict.py and the exported model."""
+    pred = method.predict(model(batch))
+    if flip_tta:
+        flipped = method.predict(model(dict(batch, image=batch["image"].flip(3))))
+        pred = {"logits": (pred["logits"] + flipped["logits"]) / 2,
+                "members": {k: (v + flipped["members"][k]) / 2 for k, v in pred["members"].items()}}
+    return pred
 
 
 @torch.no_grad()
@@ -22,11 +34,7 @@ def predict_split(model, method, loader, device, autocast=None, flip_tta=False, 
         if channels_last:
             batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         with ctx():
-            pred = method.predict(model(batch))
-            if flip_tta:
-                flipped = method.predict(model(dict(batch, image=batch["image"].flip(3))))
-                pred = {"logits": (pred["logits"] + flipped["logits"]) / 2,
-                        "members": {k: (v + flipped["members"][k]) / 2 for k, v in pred["members"].items()}}
+            pred = predict_batch(model, method, batch, flip_tta)
         logits = pred["logits"].float()
         loss_sum += F.cross_entropy(logits, batch["label"], reduction="sum").item()
         all_logits.append(logits.cpu())
@@ -53,15 +61,21 @@ def adjust_logits(logits, counts, tau):
     """Post-hoc logit adjustment z_c - tau * log(pi_c), pi_c = n_c / N (CADEL stage two, Menon et al.)."""
     if not tau:
         return logits
-    prior = torch.tensor(counts, dtype=torch.float32).clamp(min=1e-12)
+    prior = torch.tensor(counts, dtype=torch.float32, device=logits.device).clamp(min=1e-12)
     return logits - tau * (prior / prior.sum()).log()
 
 
+def posthoc_logits(logits, counts, tau=0.0, temperature=1.0):
+    """The reported prediction: (z - tau log pi) / T (TEST.LOGIT_ADJUST.TAU, TEST.TEMPERATURE)."""
+    return scale(adjust_logits(logits, counts, tau), temperature)
+
+
 def evaluate(model, method, loader, device, counts, rule="standard", autocast=None, flip_tta=False,
-             logit_tau=0.0, channels_last=False):
-    """Report for the main prediction (plus "members": a report per expert/head, and "loss")."""
+             logit_tau=0.0, channels_last=False, temperature=1.0):
+    """Report for the main prediction (plus "members": a report per expert/head, and "loss" of the raw logits).
+    `temperature` (fitted on the main prediction) scales the main prediction only."""
     logits, labels, members, loss = predict_split(model, method, loader, device, autocast, flip_tta, channels_last)
-    report = classification_report(adjust_logits(logits, counts, logit_tau), labels, counts, rule)
+    report = classification_report(posthoc_logits(logits, counts, logit_tau, temperature), labels, counts, rule)
     report["loss"] = round(loss, 6)
     report["members"] = {k: classification_report(adjust_logits(v, counts, logit_tau), labels, counts, rule)
                          for k, v in members.items()}

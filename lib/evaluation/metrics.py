@@ -1,6 +1,8 @@
-"""Accuracy metrics from logits: top-1/top-5, per-class, many/medium/few (specs/datasets.md §5)."""
+"""Accuracy metrics from logits: top-1/top-5, per-class, many/medium/few (specs/datasets.md §5), and the
+calibration of the probabilities (ECE, NLL: calibration.py)."""
 import torch
 
+from .calibration import calibration_report
 from .groups import GROUP_NAMES, shot_groups
 
 
@@ -30,7 +32,8 @@ def group_accuracy(class_acc, counts, rule="standard"):
 
 
 def classification_report(logits, labels, counts, rule="standard"):
-    """Everything we publish for one prediction: top1, top5, mean per-class, many/medium/few, per-class."""
+    """Everything we publish for one prediction: top1, top5, mean per-class, many/medium/few, per-class, and
+    ece / nll (overall and per group: ece_groups, nll_groups) with the reliability bins."""
     logits = logits.float()
     pred = logits.argmax(dim=1)
     C = logits.shape[1]
@@ -45,6 +48,7 @@ def classification_report(logits, labels, counts, rule="standard"):
         "per_class_count": [int(t) for t in total],
     }
     report.update(group_accuracy(class_acc, counts, rule))
+    report.update(calibration_report(logits, labels, counts, rule))
     return report
 
 

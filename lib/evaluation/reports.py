@@ -1,4 +1,4 @@
-"""Evaluation outputs: results.json, per-class CSV/JSON, per-class plot, confusion matrix."""
+"""Evaluation outputs: results.json, per-class CSV/JSON, per-class plot, reliability diagram, confusion matrix."""
 import csv
 import io
 import os
@@ -67,6 +67,10 @@ def per_class_figure(rows, title):
     fig, ax = plt.subplots(figsize=(width, 4))
     colors = {"many": "#4477aa", "medium": "#ddaa33", "few": "#bb5566"}
     ax.bar(x, [r["accuracy"] or 0 for r in rows], color=[colors[r["group"]] for r in rows], width=0.85)
+    for i, r in enumerate(rows):  # a bar of height 0 is invisible: write its value (n/a: no test image)
+        if not r["accuracy"]:
+            ax.text(i, 0.5, "n/a" if r["accuracy"] is None else "0.0", ha="center", va="bottom", fontsize=6,
+                    rotation=90, color="#444444")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     if len(rows) <= MAX_NAMED_CLASSES:
@@ -91,6 +95,37 @@ def per_class_figure(rows, title):
 
 def plot_per_class(path, rows, title):
     _save(per_class_figure(rows, title), path)
+
+
+def reliability_figure(bins, title, ece=None, nll=None):
+    """Accuracy against confidence per bin (bars; the diagonal is perfect calibration) above the share of
+    images per bin; `bins` as calibration.reliability_bins gives them."""
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = bins[0]["hi"] - bins[0]["lo"]
+    lo = [b["lo"] for b in bins]
+    acc = [(b["accuracy"] or 0) / 100 for b in bins]
+    conf = [(b["confidence"] or 0) / 100 for b in bins]
+    ax.bar(lo, acc, width=width, align="edge", color="#4477aa", edgecolor="white", label="accuracy")
+    ax.bar(lo, [c - a for a, c in zip(acc, conf)], bottom=acc, width=width, align="edge", color="#bb5566",
+           alpha=0.35, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    note = "" if ece is None else f"ECE {ece:.2f}%" + ("" if nll is None else f", NLL {nll:.3f}")
+    ax.legend(loc="upper left", fontsize=8, title=note or None, title_fontsize=8)
+    total = max(sum(b["count"] for b in bins), 1)
+    hist.bar(lo, [b["count"] / total for b in bins], width=width, align="edge", color="#777777")
+    hist.set_ylabel("share of images")
+    hist.set_xlabel(f"confidence (max softmax probability, {len(bins)} bins)")
+    fit_title(fig, title, 5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(path, report, title):
+    _save(reliability_figure(report["reliability"], title, report.get("ece"), report.get("nll")), path)
 
 
 def confusion_figure(logits, labels, counts, title, class_names=None):
@@ -141,13 +176,15 @@ def _save(fig, path):
 def eval_folder_name(split, checkpoint, cfg):
     """`<split>_<checkpoint>` plus one suffix per option that changes the prediction, so a post-hoc variant
     never overwrites the plain evaluation: _taunorm<tau> (TEST.TAU_NORM), _la<tau> (TEST.LOGIT_ADJUST.TAU),
-    _flip (TEST.FLIP_TTA); e.g. test_best_model_taunorm1.0_la1.5_flip."""
+    _T<T> (TEST.TEMPERATURE), _flip (TEST.FLIP_TTA); e.g. test_best_model_taunorm1.0_la1.5_flip."""
     name = f"{split}_{checkpoint}"
     t = cfg.TEST
     if t.TAU_NORM.USE_TAU_NORM:
         name += f"_taunorm{float(t.TAU_NORM.TAU)}"
     if t.LOGIT_ADJUST.TAU:
         name += f"_la{float(t.LOGIT_ADJUST.TAU)}"
+    if float(t.TEMPERATURE) != 1.0:
+        name += f"_T{float(t.TEMPERATURE):g}"
     if t.FLIP_TTA:
         name += "_flip"
     return name
@@ -160,21 +197,37 @@ def write_evaluation(out_dir, report, logits, labels, counts, meta, rule="standa
     write_per_class(out_dir, rows)
     title = f"{meta.get('name', '')} · {meta.get('split', '')} · top-1 {report['top1']:.2f}% · {format_groups(report)}"
     plot_per_class(os.path.join(out_dir, "per_class_accuracy.png"), rows, title)
+    plot_reliability(os.path.join(out_dir, "reliability_diagram.png"), report, title)
     plot_confusion(os.path.join(out_dir, "confusion_matrix.png"), logits, labels, counts, title, class_names)
     results = dict(meta)
     results.update({k: v for k, v in report.items() if k not in ("per_class", "per_class_count")})
-    results["members"] = {k: {m: v[m] for m in ("top1", "many", "medium", "few")} for k, v in report["members"].items()}
+    results["members"] = {k: {m: v[m] for m in ("top1", "many", "medium", "few", "ece", "nll")}
+                          for k, v in report["members"].items()}
     write_json(os.path.join(out_dir, "results.json"), results, indent=2)
     return results
 
 
-def summary_table(report):
-    """The many/medium/few table printed to the terminal."""
-    def f(v):
-        return "  n/a" if v is None else f"{v:5.2f}"
+def _f(v, digits=2):
+    return "  n/a" if v is None else f"{v:5.{digits}f}"
 
-    lines = ["| prediction | top-1 | many | medium | few |", "|---|---|---|---|---|"]
-    lines.append(f"| main | {f(report['top1'])} | {f(report['many'])} | {f(report['medium'])} | {f(report['few'])} |")
-    for k, v in report.get("members", {}).items():
-        lines.append(f"| {k} | {f(v['top1'])} | {f(v['many'])} | {f(v['medium'])} | {f(v['few'])} |")
-    return "\n".join(lines)
+
+def summary_table(report):
+    """The many/medium/few table printed to the terminal (ECE in %, NLL in nats), then one line with the main
+    prediction's ECE / NLL per group."""
+    def row(name, r):
+        return (f"| {name} | {_f(r['top1'])} | {_f(r.get('ece'))} | {_f(r.get('nll'), 3)} | {_f(r['many'])} | "
+                f"{_f(r['medium'])} | {_f(r['few'])} |")
+
+    lines = ["| prediction | top-1 | ECE | NLL | many | medium | few |", "|---|---|---|---|---|---|---|",
+             row("main", report)]
+    lines += [row(k, v) for k, v in report.get("members", {}).items()]
+    return "\n".join(lines) + "\n" + calibration_line(report)
+
+
+def calibration_line(report):
+    """ECE (%) / NLL of the main prediction per many/medium/few group (n/a: no image of the group)."""
+    if "ece_groups" not in report:
+        return ""
+    parts = [f"{g} {_f(report['ece_groups'][g]).strip()} / {_f(report['nll_groups'][g], 3).strip()}"
+             for g in report["ece_groups"]]
+    return "calibration by group (ECE % / NLL): " + ", ".join(parts)

@@ -4,11 +4,13 @@ Menon et al.): z'_c = z_c - tau log pi_c, pi_c = n_c / sum n (training counts).
 For each prediction (a method's main logits and each member's), tau is the grid value with the highest
 top-1 on the validation split (ties: the first in grid order); the report split is then evaluated with
 that tau. The selection functions receive validation logits and labels only, so the choice cannot
-depend on the report (test) labels; `posthoc_logit_adjustment` keeps the two apart.
+depend on the report (test) labels; `posthoc_logit_adjustment` keeps the two apart. Optionally a temperature T
+per prediction is then fitted on the validation logits adjusted with that tau (calibration.fit_temperature).
 """
 import torch
 
-from .evaluator import adjust_logits
+from .calibration import fit_temperature
+from .evaluator import adjust_logits, posthoc_logits
 from .metrics import classification_report
 
 GROUP_KEYS = ("top1", "many", "medium", "few")
@@ -45,13 +47,23 @@ def choose_taus(val_predictions, val_labels, counts, taus):
     return chosen, table
 
 
-def report_with_taus(predictions, labels, counts, taus_by_name, rule="standard", main="main"):
-    """classification_report of `main` adjusted with its tau; report["members"] holds the others, each
-    with its own tau; report["unadjusted"] the same predictions without adjustment (tau = 0)."""
-    report = classification_report(adjust_logits(predictions[main].float(), counts, taus_by_name[main]),
-                                   labels, counts, rule)
-    report["members"] = {k: classification_report(adjust_logits(v.float(), counts, taus_by_name[k]), labels, counts,
-                                                   rule)
+def choose_temperatures(val_predictions, val_labels, counts, taus_by_name):
+    """{prediction name: T minimising the validation NLL of (z - tau log pi) / T}."""
+    return {name: fit_temperature(adjust_logits(z.float(), counts, taus_by_name[name]), val_labels)
+            for name, z in val_predictions.items()}
+
+
+def report_with_taus(predictions, labels, counts, taus_by_name, rule="standard", main="main", temps_by_name=None):
+    """classification_report of `main` adjusted with its tau (and scaled by its temperature, when given);
+    report["members"] holds the others, each with its own; report["unadjusted"] the same predictions without
+    adjustment (tau = 0, T = 1)."""
+    temps = temps_by_name or {}
+
+    def adjusted(k, v):
+        return posthoc_logits(v.float(), counts, taus_by_name[k], temps.get(k, 1.0))
+
+    report = classification_report(adjusted(main, predictions[main]), labels, counts, rule)
+    report["members"] = {k: classification_report(adjusted(k, v), labels, counts, rule)
                          for k, v in predictions.items() if k != main}
     report["unadjusted"] = {k: {m: r[m] for m in GROUP_KEYS} for k, r in (
         (k, classification_report(v.float(), labels, counts, rule)) for k, v in predictions.items())}
