@@ -1,4 +1,4 @@
-"""The README's usage lines run as printed.
+"""The README's and the docs' usage lines (README.md, docs/training.md, docs/evaluation.md) run as printed.
 
 Every `python main/train.py`, `python valid.py`, launcher, `tools/two_stage.sh` and `tools/posthoc_tau.py` command in the README
 (fenced bash blocks and inline code) is taken from README.md, its placeholders are filled in (CONFIG: a
@@ -19,11 +19,14 @@ COMMANDS = ("python main/train.py", "python valid.py", "bash data_parallel_train
             "bash distributed_data_parallel_train.sh", "bash tools/two_stage.sh", "python tools/posthoc_tau.py")
 
 
+DOCUMENTS = ("README.md", "docs/training.md", "docs/evaluation.md")  # where the usage lines are printed
+
+
 def readme_commands():
-    """Commands in README order: fenced ```bash lines (continuations joined, comments dropped) and inline
-    `code` that starts with one of COMMANDS."""
-    text = open(os.path.join(ROOT, "README.md")).read()
-    found = []  # in README order
+    """Commands in document order (README, then the docs pages of DOCUMENTS), each once: fenced ```bash lines
+    (continuations joined, comments dropped) and inline `code` that starts with one of COMMANDS."""
+    text = "\n".join(open(os.path.join(ROOT, d)).read() for d in DOCUMENTS if os.path.isfile(os.path.join(ROOT, d)))
+    found = []  # in document order
     for m in re.finditer(r"```bash\n(.*?)```|`([^`\n]+(?:\n[^`\n]+)?)`", text, re.S):
         if m.group(1) is not None:
             joined = re.sub(r"\\\n\s*", " ", m.group(1))
@@ -31,7 +34,7 @@ def readme_commands():
         else:  # inline code that is a whole command (not a mere mention such as `python valid.py`)
             lines = [" ".join(m.group(2).split())]
             lines = [ln for ln in lines if ln not in COMMANDS]
-        found += [ln for ln in lines if ln.startswith(COMMANDS)]
+        found += [ln for ln in lines if ln.startswith(COMMANDS) and ln not in found]
     return found
 
 
