@@ -1,4 +1,4 @@
-"""ACE (specs/ace.md): split planner, shared-trunk experts on every backbone, complementary loss and
+"""ACE (docs/methods/ace.md): split planner, shared-trunk experts on every backbone, complementary loss and
 stop-gradient routing, per-expert learning rates, mixup then un-mixed epochs, weight-norm aggregation,
 n/a for empty shot groups, the release's YAMLs, K = 4, and the launcher's kill / --ar resume."""
 import json
@@ -79,14 +79,14 @@ def images(n, size=32, seed=0):
     return torch.randn(n, 3, size, size, generator=g)
 
 
-# ---------------------------------------------------------------- split planner (§2)
+# ---------------------------------------------------------------- split planner
 @pytest.mark.parametrize("profile, thresholds, bounds, sizes, shares", [
     ((500, 100, 100), [0.3, 0.03], (25, 68), (25, 43, 32), (0.304, 0.032)),  # CIFAR-100-LT IF100
     ((500, 50, 100), [0.4, 0.1], (22, 53), (22, 31, 47), (0.406, 0.104)),  # CIFAR-100-LT IF50
     ((5000, 100, 10), [0.3, 0.05], (2, 5), (2, 3, 5), (0.355, 0.072)),  # CIFAR-10-LT IF100
     ((5000, 50, 10), [0.3, 0.05], (2, 6), (2, 4, 4), (0.412, 0.061)),  # CIFAR-10-LT IF50
 ])
-def test_planner_reproduces_the_worked_splits_of_the_spec(profile, thresholds, bounds, sizes, shares):
+def test_planner_reproduces_the_worked_splits(profile, thresholds, bounds, sizes, shares):
     counts = exponential_counts(*profile)
     s = plan_expert_splits(counts, thresholds)
     assert s.boundaries == (0,) + bounds
@@ -142,7 +142,7 @@ def test_unsorted_classes_are_ranked_by_default_and_refused_when_reordering_is_o
         build_method(off, DataSplits(off, need_train=False).counts)
 
 
-# ---------------------------------------------------------------- network (§3)
+# ---------------------------------------------------------------- network
 @pytest.mark.parametrize("backbone, trunk, branch, in_dim, forward_size", [
     ("res32_cifar", ("stem", "layer1", "layer2"), "layer3", 64, 32),
     ("res10", ("stem", "layer1", "layer2", "layer3"), "layer4", 512, 64),
@@ -181,7 +181,7 @@ def test_experts_can_start_as_copies_of_expert_one():
         assert torch.equal(a, b), k
 
 
-# ---------------------------------------------------------------- losses (§4) and routing (§5)
+# ---------------------------------------------------------------- losses and routing
 def test_losses_of_experts_two_and_three_leave_every_trunk_gradient_zero_and_expert_one_reaches_it():
     torch.manual_seed(0)
     m = ace_method()
@@ -239,7 +239,7 @@ def test_loss_is_float32_and_finite_under_autocast_even_for_large_half_logits():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
-# ---------------------------------------------------------------- aggregation (§8)
+# ---------------------------------------------------------------- aggregation
 def set_rows(head, norms):
     """Head weight rows e_0 * norm_c, bias 0, sigma 1."""
     with torch.no_grad():
@@ -278,7 +278,7 @@ def test_aggregate_averages_over_the_experts_covering_each_class_for_four_expert
     assert score[0].tolist() == pytest.approx([1.0, 1.5, (1 + 2 + 6) / 3, (1 + 2 + 6 + 4) / 4])
 
 
-# ---------------------------------------------------------------- learning rates (§6)
+# ---------------------------------------------------------------- learning rates
 def lr_setup(rule, *opts):
     cfg = build_config("", ["METHOD", "ace", "TRAIN.OPTIMIZER.EXPERT", "[0.3, 0.05]", "ACE.LR_SCALE", rule,
                             "TRAIN.OPTIMIZER.BASE_LR", "0.1", "TRAIN.LR_SCHEDULER.TYPE", "warmup",
@@ -325,7 +325,7 @@ def test_batch_share_sets_each_expert_lr_to_its_share_of_the_batch_every_step():
     assert opt.param_groups[2]["lr"] == pytest.approx(0.1 * 0.1 * (0.25 * 4 + 0.75 * 1) / 8)
 
 
-# ---------------------------------------------------------------- mixup phase (§7)
+# ---------------------------------------------------------------- mixup phase
 def test_mixup_switches_off_exactly_after_max_epoch_and_the_run_lasts_max_plus_unmix_epochs():
     m = ace_method("TRAIN.COMBINER.TYPE", "mix_up_group", "TRAIN.COMBINER.ALPHA", "0.3", "TRAIN.MAX_EPOCH", "4",
                    "TRAIN.UNMIX_EPOCH", "2")
@@ -371,7 +371,7 @@ def test_empty_shot_groups_are_na_for_the_aggregate_and_every_expert(tmp_path):
     assert results["members"]["expert2"]["few"] is None
 
 
-# ---------------------------------------------------------------- the release's configs (§9)
+# ---------------------------------------------------------------- the release's configs
 RELEASE_YAML = """NAME: 'ACE'
 OUTPUT_DIR: '{out}'
 SHOW_STEP: 40
@@ -430,7 +430,7 @@ TEST:
   FEA_FILE: 'cifar100_imbalance100_val_fea'
 """
 
-RELEASES = {  # spec §9: CIFAR-100-LT IF100 (no mixup, warmup 0) and IF50 (mixup 0.3, warmup 10)
+RELEASES = {  # the release's CIFAR-100-LT IF100 (no mixup, warmup 0) and IF50 (mixup 0.3, warmup 10)
     "if100": dict(combiner="default", alpha="", expert="[0.3, 0.03]", warm=0, syncbn=False, workers=4),
     "if50": dict(combiner="mix_up_group", alpha="ALPHA: 0.3", expert="[0.4, 0.1]", warm=10, syncbn=True, workers=8),
 }

@@ -1,4 +1,4 @@
-"""CADEL (specs/cadel.md): the cascaded re-weighted loss, mixup, heads at increasing depth, the post-hoc
+"""CADEL (docs/methods/cadel.md): the cascaded re-weighted loss, mixup, heads at increasing depth, the post-hoc
 tau search (stage two), the release-config converter and the end-to-end CPU run (launcher, kill + --ar,
 valid.py, tools/posthoc_tau.py) on the tiny Fashion-MNIST-LT fixture."""
 import json

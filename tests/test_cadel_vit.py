@@ -1,4 +1,4 @@
-"""CADEL on Vision Transformers (specs/cadel.md §2 "ViT-B/16", §3 ViT loss, §4 ViT optimisation, §5, §6): the aux
+"""CADEL on Vision Transformers (docs/methods/cadel.md: ViT heads, loss, optimisation, tau and headline): the aux
 heads tap blocks 7 and 9, layer-wise decay gives each aux head its tapped block's LR, the sigmoid BCE cascade on a
 hand-computed batch, the configs, CE / re-balancing losses / NCL on a ViT, and the end-to-end CPU run of the tiny
 ViT (launcher, SIGKILL + --ar, valid.py, tools/posthoc_tau.py) on the tiny Fashion-MNIST-LT fixture."""

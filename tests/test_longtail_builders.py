@@ -1,4 +1,4 @@
-"""Long-tailed dataset builders: seeded selection (specs/datasets.md §2.1/§2.2), val-from-leftover,
+"""Long-tailed dataset builders: seeded selection (docs/data.md), val-from-leftover,
 tools/make_cifar_lt.py and tools/build_fashion_mnist_lt.py on fixtures in the real file formats."""
 import gzip
 import io

@@ -1,5 +1,5 @@
-"""Every LOSS_TYPE against a value written out by hand on a 3-class example (specs/bag_of_tricks.md §1),
-its reduction to plain CE where the spec says so, and the DRW switch at epoch > START_EPOCH (§4)."""
+"""Every LOSS_TYPE against a value written out by hand on a 3-class example (docs/methods/baselines.md),
+its reduction to plain CE where docs/methods/baselines.md says so, and the DRW switch at epoch > START_EPOCH."""
 import math
 
 import pytest

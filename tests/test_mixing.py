@@ -1,4 +1,4 @@
-"""The CE method's mixing combiners (specs/bag_of_tricks.md §2): mix_up, remix, manifold_mix_up."""
+"""The CE method's mixing combiners (docs/methods/baselines.md): mix_up, remix, manifold_mix_up."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""lib/data/reorder.py: classes ranked by training count, descending, ties by original id (specs/datasets.md §4)."""
+"""lib/data/reorder.py: classes ranked by training count, descending, ties by original id (docs/data.md)."""
 import pytest
 
 from lib.data.longtail import exponential_counts

@@ -1,4 +1,4 @@
-"""DDP-aware samplers (specs/datasets.md §7, bag_of_tricks.md §3-§4)."""
+"""DDP-aware samplers (docs/data.md, docs/methods/baselines.md)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""tools/convert_from_tfrecords.py on tiny TFRecord fixtures in Cui et al.'s layout (specs/datasets.md §2.3)."""
+"""tools/convert_from_tfrecords.py on tiny TFRecord fixtures in Cui et al.'s layout (docs/data.md)."""
 import os
 import subprocess
 import sys

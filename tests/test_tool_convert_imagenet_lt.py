@@ -1,4 +1,4 @@
-"""tools/convert_imagenet_lt.py: ImageNet-LT / Places-LT split lists -> JSON (specs/datasets.md §4)."""
+"""tools/convert_imagenet_lt.py: ImageNet-LT / Places-LT split lists -> JSON (docs/data.md)."""
 import json
 import os
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""tools/convert_inat.py: official iNat2018 COCO-like JSON -> annotation JSON (specs/datasets.md §4)."""
+"""tools/convert_inat.py: official iNat2018 COCO-like JSON -> annotation JSON (docs/data.md)."""
 import copy
 import json
 import os

@@ -1,4 +1,4 @@
-"""tools/dataset_stats.py: images, IF and many/medium/few of an annotation JSON (specs/datasets.md §5)."""
+"""tools/dataset_stats.py: images, IF and many/medium/few of an annotation JSON (docs/data.md)."""
 import json
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""tools/replace_path.py: atomic in-place root rewrite of annotation fpaths (specs/datasets.md §3)."""
+"""tools/replace_path.py: atomic in-place root rewrite of annotation fpaths (docs/data.md)."""
 import json
 import os
 from pathlib import Path

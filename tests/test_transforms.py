@@ -1,4 +1,4 @@
-"""Config-driven transforms (specs/datasets.md §6)."""
+"""Config-driven transforms (docs/data.md)."""
 import pickle
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Weight Balancing (MaxNorm projection, the δ rule, PGD timing) and decoupled stage two (WB, LWS,
-cRT) chained on the tiny Fashion-MNIST-LT fixture (specs/weight_balancing.md, bag_of_tricks.md §4)."""
+cRT) chained on the tiny Fashion-MNIST-LT fixture (docs/methods/weight_balancing.md, docs/methods/baselines.md)."""
 import os
 
 import pytest

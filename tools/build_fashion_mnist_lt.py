@@ -7,7 +7,7 @@
 Input: the four standard IDX gzip files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (Debian package
 `dataset-fashion-mnist`); 60,000 training and 10,000 test images, 28x28 grayscale, 10 classes.
 
-Training set: the CIFAR-LT recipe (specs/datasets.md §2.1) applied to Fashion-MNIST's training images:
+Training set: the CIFAR-LT recipe (docs/data.md) applied to Fashion-MNIST's training images:
 n_c = exponential_counts(n_max, IF, 10), selected with the seeded legacy shuffle (`select_long_tail`).
 n_max=1000, IF=100 gives 2,478 images (1000 ... 10; many/medium/few = 5/3/2); n_max=5000 gives 12,406.
 Val: a balanced split of K images per class taken from the training images NOT selected (each class has

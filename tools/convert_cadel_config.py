@@ -3,7 +3,7 @@
     python tools/convert_cadel_config.py RELEASE.yaml [--out OURS.yaml] [--data-root data]
         [--num-shots num_shots.npz [--train-json TRAIN.json]]
 
-Maps every key it knows (specs/cadel.md §4, §7) and lists every key it drops, with the reason, on stderr
+Maps every key it knows (docs/methods/cadel.md) and lists every key it drops, with the reason, on stderr
 and as comments at the top of the output. Without --out the converted YAML is printed.
 
     coslr true / endlr          -> TRAIN.LR_SCHEDULER cosine (T_max = epochs, stepped after each epoch) / ETA_MIN
@@ -19,7 +19,7 @@ and as comments at the top of the output. Without --out the converted YAML is pr
     training_opt.dataset        -> DATASET.TRAIN/VALID/TEST_JSON under --data-root (our converters' names),
                                    transforms, normalisation and the tau grid of that dataset
     training_opt.log_dir        -> NAME (its last folder)
-ViT-B/16 configs (a feature model whose def_file names a ViT; specs/cadel.md §2, §4): BACKBONE.TYPE vit_b16 with
+ViT-B/16 configs (a feature model whose def_file names a ViT; docs/methods/cadel.md): BACKBONE.TYPE vit_b16 with
 the ViT defaults (aux heads CADEL.AUX_HEAD vit on blocks 7 and 9, CADEL.LOSS sigmoid, CADEL.HEADLINE mean, last head
 re-initialised trunc_normal(2e-5), tau grid 1.3 .. 1.8, AMP, validation with tau = 1 as the ViT runner), and
     optim_params lr / weight_decay / min_lr / layer_decay / adamW2 -> TRAIN.OPTIMIZER ADAMW BASE_LR / WEIGHT_DECAY,
@@ -162,7 +162,7 @@ def convert(release, data_root="data"):
     vit = btype == "vit_b16"
     feat_dim = VIT_DIM if vit else 2048
     c.set("BACKBONE.TYPE", btype)
-    if vit:  # specs/cadel.md §2 "ViT-B/16", §3 ViT loss, §4 ViT optimisation, §5 ViT grid, §6 ViT runner
+    if vit:  # the ViT heads, loss, optimisation, tau grid and headline (docs/methods/cadel.md)
         c.set("CADEL.TAPS", ["block7", "block9"])
         c.set("CADEL.AUX_HEAD", "vit")
         c.set("CADEL.LOSS", "sigmoid")
@@ -198,7 +198,7 @@ def convert(release, data_root="data"):
             where = f"networks.{name}.{key}"
             if key == "def_file":
                 if not is_bb:
-                    c.drop(where, "the heads are fixed by spec §2 (aux heads + CosNorm); the file is not read")
+                    c.drop(where, "the heads are fixed by METHOD cadel (aux heads + CosNorm); the file is not read")
             elif key == "fix":
                 if value and is_bb:
                     c.set("BACKBONE.FREEZE", True)
@@ -257,7 +257,7 @@ def convert(release, data_root="data"):
                     elif k == "normalized":
                         c.drop(w, "every CADEL head is a CosNorm (normalised) classifier")
                     else:
-                        c.drop(w, "not used by our CADEL network (architecture fixed by spec §2)")
+                        c.drop(w, "not used by our CADEL network (architecture fixed by METHOD cadel)")
             else:
                 c.drop(where, "not a network key we know")
     if head_lr is None:
@@ -319,7 +319,7 @@ def convert(release, data_root="data"):
                     if kk not in ("alpha", "no_mixup"):
                         c.drop(f"criterions.mixup.{kk}", "only alpha is read")
             elif k != "no_mixup":
-                c.drop(f"criterions.{k}", "the loss is CADEL's cascaded loss (spec §3); the release's other losses "
+                c.drop(f"criterions.{k}", "the loss is CADEL's cascaded loss; the release's other losses "
                                           "are imported but unused")
 
     # ---- everything else

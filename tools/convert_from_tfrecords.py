@@ -1,4 +1,4 @@
-"""Convert Cui et al.'s CIFAR-LT TFRecords to images + annotation JSONs (specs/datasets.md §2.3).
+"""Convert Cui et al.'s CIFAR-LT TFRecords to images + annotation JSONs (docs/data.md).
 
 Input: <input_path>/cifar-{10,100}-data-im-{0.01,0.02}/{train,eval}.tfrecords; each record is a
 tf.train.Example with `image` = 3072 raw bytes (channel-first 3x32x32 RGB) and `label` (int64).
@@ -119,7 +119,7 @@ def convert_file(tfrecord_path, mode, num_classes, work_dir, final_dir, prefix, 
 
 
 def log_counts(prefix, mode, counts, imb_factor):
-    n_max = 50000 / len(counts)  # §2.1: 5000 (CIFAR-10), 500 (CIFAR-100)
+    n_max = 50000 / len(counts)  # Cao/LDAM's n_max: 5000 (CIFAR-10), 500 (CIFAR-100)
     print(f"{prefix} {mode}: {sum(counts)} images, per-class counts: {' '.join(map(str, counts))}")
     if mode == "train":
         expected = exponential_counts(n_max, imb_factor, len(counts))

@@ -1,4 +1,4 @@
-"""Convert the ImageNet-LT / Places-LT split lists to annotation JSONs (specs/datasets.md §4).
+"""Convert the ImageNet-LT / Places-LT split lists to annotation JSONs (docs/data.md).
 
 Input: the OLTR / classifier-balancing lists <Name>_{train,val,test}.txt in --list_dir (whichever
 are present), one `relative/path label` per line with a 0-based label. Output, one file per split:
@@ -25,7 +25,7 @@ from lib.utils import cli
 from lib.utils.atomic import atomic_open
 from lib.utils.errors import UserError, exit_on_user_error
 
-# dataset -> (file name stem, expected C, {split: standard size} from specs/datasets.md §5)
+# dataset -> (file name stem, expected C, {split: standard size} from docs/data.md)
 DATASETS = {
     "imagenet_lt": ("ImageNet_LT", 1000, {"train": 115846, "val": 20000, "test": 50000}),
     "places_lt": ("Places_LT", 365, {"train": 62500, "val": 7300, "test": 36500}),

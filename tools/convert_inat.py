@@ -1,5 +1,5 @@
 """Convert an official iNaturalist 2018 JSON (train2018.json / val2018.json) to an annotation JSON
-(specs/datasets.md §4).
+(docs/data.md).
 
 The input is COCO-like: images [{id, file_name, width, height}], annotations [{image_id,
 category_id}], categories [{id}] (8,142 for iNat18). Each image is joined to its annotation by

@@ -1,4 +1,4 @@
-"""Build CIFAR-10/100-LT (Cao/LDAM generator, specs/datasets.md §2.1) from the standard python pickles.
+"""Build CIFAR-10/100-LT (Cao/LDAM generator, docs/data.md) from the standard python pickles.
 
     python tools/make_cifar_lt.py --cifar_root DIR --dataset cifar100 --imb_factor 100 --output_path data/cifar_lt
         [--val-per-class K] [--selection shuffle|first] [--seed 0] [--format png|jpg] [--dry-run]
@@ -35,7 +35,7 @@ CIFAR = {
                  "label_key": b"fine_labels", "num_classes": 100},
 }
 CIFAR_TRAIN_SIZE, CIFAR_TEST_SIZE = 50000, 10000
-# specs/datasets.md §2.1 table; asserted whenever the input has real CIFAR's shape.
+# the expected training-set sizes (docs/data.md); asserted whenever the input has real CIFAR's shape.
 EXPECTED_TRAIN_SIZES = {("cifar10", 100): 12406, ("cifar10", 50): 13996, ("cifar10", 10): 20431,
                         ("cifar100", 100): 10847, ("cifar100", 50): 12608, ("cifar100", 10): 19573}
 
@@ -114,7 +114,7 @@ def plan_cifar_lt(train_labels, num_classes, imb_factor, seed=0, selection="shuf
 
 
 def check_expected_sizes(dataset, imb_factor, data, plan):
-    """Assert §2.1's sizes when the input is real-CIFAR-shaped; return a note for the log."""
+    """Assert the standard training-set sizes when the input is real-CIFAR-shaped; return a note for the log."""
     C = CIFAR[dataset]["num_classes"]
     if not is_cifar_shaped(data["train"][1], CIFAR_TRAIN_SIZE, C):
         return f"input is not CIFAR-shaped ({data['train'][1].size} training images); size check skipped"
@@ -125,7 +125,7 @@ def check_expected_sizes(dataset, imb_factor, data, plan):
         return f"no reference size for IF {format_imb_factor(imb_factor)}; size check skipped"
     if plan["train"].size != expected:  # explicit, so python -O cannot skip it
         raise AssertionError(f"{dataset} IF{imb_factor:g}: {plan['train'].size} training images, expected {expected}")
-    return f"size check passed: {expected} training images, as in specs/datasets.md §2.1"
+    return f"size check passed: {expected} training images, as in docs/data.md"
 
 
 def parse_args(argv=None):
@@ -178,7 +178,7 @@ def main(argv=None):
         splits["val"] = (train_x[plan["val"]], train_y[plan["val"]], plan["val"])
     test_x, test_y = data["test"]
     splits["test"] = (test_x, test_y, np.arange(test_y.size))
-    info = {"generator": "Cao/LDAM (specs/datasets.md §2.1)", "dataset": args.dataset,
+    info = {"generator": "Cao/LDAM (docs/data.md)", "dataset": args.dataset,
             "imb_factor": args.imb_factor, "selection": args.selection, "seed": args.seed,
             "n_max": plan["n_max"], "val_per_class": args.val_per_class, "format": args.format,
             "train_counts": plan["counts"], "sizes": {k: int(v[1].size) for k, v in splits.items()},

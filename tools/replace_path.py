@@ -1,5 +1,5 @@
 """Rewrite the image root of every `fpath` in an annotation JSON, in place and atomically
-(specs/datasets.md §3; same CLI and semantics as NCL's tools/replace_path.py).
+(docs/data.md; same CLI and semantics as NCL's tools/replace_path.py).
 
     fpath' = fpath.replace(find_root, replaces_to)     (plain substring, all occurrences)
 

@@ -1,6 +1,6 @@
 """Every default of the framework, one key per line with what it does.
 
-Key names follow BagofTricks-LT / ACE / NCL where those exist (specs/bag_of_tricks.md §7), so
+Key names follow BagofTricks-LT / ACE / NCL where those exist (docs/methods/baselines.md), so
 their YAMLs read naturally. A method module may add one node of its own (named after the
 method, e.g. `WB`) through `add_config(cfg)`; see lib/methods/base.py.
 """
@@ -69,7 +69,7 @@ _C.CLASSIFIER.COS_SCALE = 16.0  # s for the cos / CosNorm heads
 _C.CLASSIFIER.REINIT = False  # re-initialise the head after loading NETWORK.PRETRAINED_MODEL (cRT)
 _C.CLASSIFIER.LWS_FREEZE_LINEAR = False  # LWS stage two: W, b frozen, only the scales sigma train (ACE: False)
 
-# ---------------------------------------------------------------- loss (BoT names, specs/bag_of_tricks.md §1)
+# ---------------------------------------------------------------- loss (BoT names, docs/methods/baselines.md)
 _C.LOSS = CN()
 _C.LOSS.LOSS_TYPE = "CrossEntropy"
 _C.LOSS.CostSensitiveCE = CN({"GAMMA": 1.0})
@@ -103,7 +103,7 @@ _C.TRAIN.AMP.ENABLE = False  # autocast: fp16 + GradScaler on CUDA, bf16 on CPU
 _C.TRAIN.AMP.DTYPE = "auto"  # auto | float16 | bfloat16
 _C.TRAIN.TENSORBOARD = CN({"ENABLE": True})
 
-_C.TRAIN.COMBINER = CN()  # batch-level mixing (specs/bag_of_tricks.md §2)
+_C.TRAIN.COMBINER = CN()  # batch-level mixing (docs/methods/baselines.md)
 _C.TRAIN.COMBINER.TYPE = "default"  # default, mix_up, manifold_mix_up, remix
 _C.TRAIN.COMBINER.ALPHA = 1.0  # lambda ~ Beta(alpha, alpha)
 _C.TRAIN.COMBINER.MANIFOLD_MIX_UP = CN({"LOCATION": "pool"})
@@ -151,7 +151,7 @@ _C.TEST.TAU_NORM = CN({"USE_TAU_NORM": False, "TAU": 1.0})  # post-hoc w_c / ||w
 _C.TEST.LOGIT_ADJUST = CN({"TAU": 0.0})  # post-hoc z - tau * log(prior)
 _C.TEST.TEMPERATURE = 1.0  # post-hoc temperature scaling z / T of the main prediction (1.0 = off; argmax unchanged)
 
-# ---------------------------------------------------------------- transforms (specs/datasets.md §6)
+# ---------------------------------------------------------------- transforms (docs/data.md)
 _C.TRANSFORMS = CN()
 _C.TRANSFORMS.TRAIN_TRANSFORMS = ("random_resized_crop", "random_horizontal_flip")
 _C.TRANSFORMS.TEST_TRANSFORMS = ("shorter_resize_for_crop", "center_crop")

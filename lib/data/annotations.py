@@ -1,4 +1,4 @@
-"""The annotation JSON format (specs/datasets.md §1), its validator and a compact table of its entries.
+"""The annotation JSON format (docs/data.md), its validator and a compact table of its entries.
 
     {"annotations": [{"image_id": int, "fpath": str, "category_id": int,
                       "im_height": int?, "im_width": int?}, ...],

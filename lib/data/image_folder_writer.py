@@ -1,4 +1,4 @@
-"""Write in-memory image splits as an image folder + annotation JSONs (specs/datasets.md §1, §2.3 layout).
+"""Write in-memory image splits as an image folder + annotation JSONs (docs/data.md layout).
 
 Layout of one dataset `<out>/<prefix>/`:
 
@@ -28,7 +28,7 @@ from ..utils.errors import UserError
 from .annotations import load_annotations
 
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG"}
-JPEG_QUALITY = 95  # only for replicating the JPEG-degraded CIFAR of ACE/NCL/old BoT (§2.3); PNG is lossless
+JPEG_QUALITY = 95  # only for replicating the JPEG-degraded CIFAR of ACE/NCL/old BoT; PNG is lossless
 _CHUNK = 1000
 PARALLEL_MIN_IMAGES = 4000  # below this a process pool costs more than it saves
 

@@ -1,4 +1,4 @@
-"""The exponential long-tail profile of Cao et al. and the seeded image selection (specs/datasets.md §2.1, §2.2).
+"""The exponential long-tail profile of Cao et al. and the seeded image selection (docs/data.md).
 
 Notation: C classes, n_c images kept for class c, n_max = the largest class, IF = n_max / n_min.
 """
@@ -21,14 +21,14 @@ def exponential_counts(n_max, imb_factor, num_classes):
 def select_long_tail(labels, counts, seed=0, mode="shuffle"):
     """Pick n_c images of each class c from a (balanced) training array; return (kept, leftover).
 
-    mode="shuffle" (Cao/LDAM, §2.1, the default):
+    mode="shuffle" (Cao/LDAM, the default):
       1. one legacy MT19937 generator seeded once with `seed` (a private ``np.random.RandomState(seed)``;
          it yields the same stream as ``np.random.seed(seed)`` + ``np.random.shuffle``, without touching
          NumPy's global state);
       2. for c = 0 .. C-1: the positions of class c in ascending (file) order are shuffled in place with
          ``RandomState.shuffle`` and the first n_c are kept; no other draws are made in between;
       3. the training set is kept[0] + kept[1] + ... (class 0 first).
-    mode="first" (Weight Balancing, §2.2): the first n_c positions of class c in file order, no shuffle.
+    mode="first" (Weight Balancing): the first n_c positions of class c in file order, no shuffle.
 
     `labels`: int array of length N with values in [0, C), C = len(counts). Returns two lists of C int64
     arrays of positions into `labels`: kept[c] (length n_c) and leftover[c] (the other images of class c,
@@ -99,7 +99,7 @@ def format_validation_report(report):
 
 
 def describe_counts(counts):
-    """A short summary of per-class counts: N, C, max/min, IF, many/medium/few (standard rule, §5)."""
+    """A short summary of per-class counts: N, C, max/min, IF, many/medium/few (standard rule)."""
     counts = [int(n) for n in counts]
     g = shot_groups(counts)
     lo, hi = min(counts), max(counts)

@@ -1,4 +1,4 @@
-"""Rank classes by training count (specs/datasets.md §4, "Class reordering"; ACE precondition).
+"""Rank classes by training count (docs/data.md; ACE precondition).
 
 With n_c the training count of class c, the new id of class c is its rank in the order
 "n_c descending, ties by original id ascending": new id 0 is the largest class. This replaces

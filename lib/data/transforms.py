@@ -1,4 +1,4 @@
-"""Config-driven image transforms (specs/datasets.md §6).
+"""Config-driven image transforms (docs/data.md).
 
 A pipeline maps a PIL image (already in cfg.COLOR_SPACE, "RGB" or "L") to a float32 tensor C x H x W:
 

@@ -1,7 +1,7 @@
 """Optimizer from the method's parameter groups, and the LR schedule.
 
 The schedule is a factor f of the 1-based epoch e, or of the iteration for warmup_cosine
-(specs/bag_of_tricks.md §5); every group gets lr = BASE_LR * f * lr_scale, so per-group LR ratios
+(docs/methods/baselines.md); every group gets lr = BASE_LR * f * lr_scale, so per-group LR ratios
 (ACE's experts, ViT layer-wise decay) survive every schedule.
 """
 import math

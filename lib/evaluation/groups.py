@@ -1,4 +1,4 @@
-"""Many / medium / few class groups by training count (specs/datasets.md §5).
+"""Many / medium / few class groups by training count (docs/evaluation.md).
 
 Standard (default, OLTR): many n > 100, medium 20 <= n <= 100, few n < 20.
 Variants exist only to replicate a table: 'ace' (few n <= 20), 'ncl' (many n >= 100, few n <= 20).

@@ -1,4 +1,4 @@
-"""Accuracy metrics from logits: top-1/top-5, per-class, many/medium/few (specs/datasets.md §5), and the
+"""Accuracy metrics from logits: top-1/top-5, per-class, many/medium/few (docs/evaluation.md), and the
 calibration of the probabilities (ECE, NLL: calibration.py)."""
 import torch
 

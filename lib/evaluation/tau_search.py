@@ -1,4 +1,4 @@
-"""Post-hoc logit adjustment with tau chosen on the validation split (CADEL stage two, specs/cadel.md §5;
+"""Post-hoc logit adjustment with tau chosen on the validation split (CADEL stage two, docs/methods/cadel.md;
 Menon et al.): z'_c = z_c - tau log pi_c, pi_c = n_c / sum n (training counts).
 
 For each prediction (a method's main logits and each member's), tau is the grid value with the highest

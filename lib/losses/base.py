@@ -14,7 +14,7 @@ LOSSES = Registry("loss")
 class Loss(nn.Module):
     """forward(logits, target, features=None, sample_weight=None) -> scalar. Subclasses set
     `self.weight` (per-class weights or None) in `update`. DRW (TRAIN.TWO_STAGE.DRW) switches on
-    when epoch > START_EPOCH for every loss (BoT's LDAM used >=; specs/bag_of_tricks.md §4).
+    when epoch > START_EPOCH for every loss (BoT's LDAM used >=; docs/methods/baselines.md).
 
     `sample_weight` (B,) scales each sample's term, not the denominator (mixup / Remix; see
     reduction.py). A loss that needs the pooled feature f sets the class attribute

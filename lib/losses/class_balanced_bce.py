@@ -1,5 +1,5 @@
 """Cui et al.'s class-balanced loss, "softmax" type (Weight Balancing stage two;
-specs/weight_balancing.md §2(b), defaults LOSS.ClassBalanceSoftmaxBCE.BETA = 0.9999)."""
+docs/methods/weight_balancing.md, defaults LOSS.ClassBalanceSoftmaxBCE.BETA = 0.9999)."""
 from .base import LOSSES, Loss
 from .reduction import one_hot
 from .weights import class_balanced_weights

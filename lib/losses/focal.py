@@ -1,4 +1,4 @@
-"""Sigmoid focal losses (Lin et al.; specs/bag_of_tricks.md §1, §4).
+"""Sigmoid focal losses (Lin et al.; docs/methods/baselines.md).
 
 With q = σ(z) and y the one-hot target, per class c:
     FL_ic = BCE(q_c, y_c) · ((1 − q_c)·y_c + q_c·(1 − y_c))^γ
@@ -48,7 +48,7 @@ class _Focal(Loss):
 @LOSSES.register("FocalLoss")
 class FocalLoss(_Focal):
     """Sigmoid focal loss, γ = LOSS.FocalLoss.GAMMA, w = 1. Under DRW, after START_EPOCH:
-    w_c = n_min / n_c (§4). γ = 0 is the summed sigmoid BCE Σ_{i,c} BCE_ic / B."""
+    w_c = n_min / n_c. γ = 0 is the summed sigmoid BCE Σ_{i,c} BCE_ic / B."""
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts, cfg.LOSS.FocalLoss.GAMMA, inverse_frequency_weights(counts))

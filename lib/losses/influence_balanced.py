@@ -1,7 +1,7 @@
-"""Influence-balanced loss (Park et al. ICCV'21; specs/bag_of_tricks.md §1, §4).
+"""Influence-balanced loss (Park et al. ICCV'21; docs/methods/baselines.md).
 
 Implements Park et al.'s formula. BoT's `influence_balanced_loss.py` is not followed: in at least
-one BoT revision that file holds a copy of Balanced Softmax instead of IB (spec §8).
+one BoT revision that file holds a copy of Balanced Softmax instead of IB.
 """
 from torch.nn import functional as F
 
@@ -19,7 +19,7 @@ class InfluenceBalancedLoss(Loss):
         IB_i = w_{y_i}·CE(z_i, y_i) · α / (‖p_i − onehot(y_i)‖₁ · ‖f_i‖₁ + 1e-3),
 
     mean over the batch, with f the pooled feature, p = softmax(z), α = LOSS.InfluenceBalancedLoss.ALPHA
-    and w_c ∝ 1/n_c normalised to Σ_c w_c = C (the normalisation is unverified, spec §1). The
+    and w_c ∝ 1/n_c normalised to Σ_c w_c = C (whether the original normalises them is not known). The
     influence factor is not detached (the formula has no stop-gradient). Needs TRAIN.TWO_STAGE.DRW:
     IB from a random initialisation is not the method (Park et al. start IB from a CE-trained network)."""
 

@@ -1,4 +1,4 @@
-"""Balanced Softmax (Ren et al. NeurIPS'20; specs/bag_of_tricks.md §1, §4)."""
+"""Balanced Softmax (Ren et al. NeurIPS'20; docs/methods/baselines.md)."""
 from torch.nn import functional as F
 
 from .base import LOSSES, Loss

@@ -1,4 +1,4 @@
-"""LDAM (Cao et al. NeurIPS'19; specs/bag_of_tricks.md §1, §4). Use with the FCNorm head (cosine logits)."""
+"""LDAM (Cao et al. NeurIPS'19; docs/methods/baselines.md). Use with the FCNorm head (cosine logits)."""
 import torch
 from torch.nn import functional as F
 

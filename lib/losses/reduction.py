@@ -1,4 +1,4 @@
-"""Batch reductions shared by the losses (specs/bag_of_tricks.md §1, "Weighted-CE reduction").
+"""Batch reductions shared by the losses (docs/methods/baselines.md, "Losses").
 
 Every loss takes an optional `sample_weight` s ∈ R^B (mixup / Remix label weights). It multiplies
 each sample's term and leaves the denominator alone, so L(z, y_a; s) + L(z, y_b; 1 − s) is exactly

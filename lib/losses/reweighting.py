@@ -1,4 +1,4 @@
-"""Class-weighted cross-entropy and class-dependent temperatures (specs/bag_of_tricks.md §1, §4).
+"""Class-weighted cross-entropy and class-dependent temperatures (docs/methods/baselines.md).
 
 All weighted CEs reduce as BoT/PyTorch: Σ_i w_{y_i}·ℓ_i / Σ_i w_{y_i} (reduction.weighted_mean).
 """
@@ -11,7 +11,7 @@ from .weights import class_balanced_weights, inverse_frequency_weights
 
 class ClassWeightedCE(Loss):
     """Weighted CE with fixed class weights w (C,): on from epoch 1 without DRW; under DRW
-    unweighted up to START_EPOCH and weighted when epoch > START_EPOCH (§4)."""
+    unweighted up to START_EPOCH and weighted when epoch > START_EPOCH."""
 
     def __init__(self, cfg, counts, class_weight):
         super().__init__(cfg, counts)

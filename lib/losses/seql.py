@@ -1,4 +1,4 @@
-"""Softmax equalization loss (Tan et al. CVPR'20; specs/bag_of_tricks.md §1)."""
+"""Softmax equalization loss (Tan et al. CVPR'20; docs/methods/baselines.md)."""
 import torch
 from torch.nn import functional as F
 

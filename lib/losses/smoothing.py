@@ -1,4 +1,4 @@
-"""Label smoothing and MiSLAS label-aware smoothing (specs/bag_of_tricks.md §1).
+"""Label smoothing and MiSLAS label-aware smoothing (docs/methods/baselines.md).
 
 Neither has class weights, so DRW does not change them."""
 import math

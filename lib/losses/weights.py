@@ -1,4 +1,4 @@
-"""Per-class weight vectors shared by the re-weighting losses (specs/bag_of_tricks.md §1)."""
+"""Per-class weight vectors shared by the re-weighting losses (docs/methods/baselines.md)."""
 import torch
 
 

@@ -38,7 +38,7 @@ class CrossEntropyMethod(Method):
             mixing.check_location(self.mix_location, self.net.backbone)
         # a loss that needs the pooled feature (IB) gets {"logits", "features"} from forward
         self.needs_features = getattr(self.criterion, "needs_features", False)
-        # -- LWS stage two (Kang et al.; specs/bag_of_tricks.md §4): W and b frozen, only sigma trains
+        # -- LWS stage two (Kang et al.; docs/methods/baselines.md): W and b frozen, only sigma trains
         if cfg.CLASSIFIER.LWS_FREEZE_LINEAR:
             if not hasattr(self.net.head, "freeze_linear"):
                 raise UserError(f"CLASSIFIER.LWS_FREEZE_LINEAR needs CLASSIFIER.TYPE LWS, got {cfg.CLASSIFIER.TYPE!r}")

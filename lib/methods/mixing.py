@@ -1,4 +1,4 @@
-"""Batch mixing for the CE method's TRAIN.COMBINER.TYPE (specs/bag_of_tricks.md §2).
+"""Batch mixing for the CE method's TRAIN.COMBINER.TYPE (docs/methods/baselines.md).
 
 λ ~ Beta(α, α) is drawn once per batch and a random permutation pairs sample a with sample
 b = perm(a); both come from torch's global CPU RNG, which checkpoints save and restore. The

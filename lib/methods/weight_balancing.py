@@ -1,4 +1,4 @@
-"""Weight Balancing (Alshammari et al. CVPR'22; spec: specs/weight_balancing.md).
+"""Weight Balancing (Alshammari et al. CVPR'22; docs/methods/weight_balancing.md).
 
 Stage one is the CE method with a tuned weight decay (a config, no code). Stage two is this
 method: the CE method on the loaded stage-one network (frozen backbone, class-balanced loss,

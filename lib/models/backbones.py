@@ -1,4 +1,4 @@
-"""Backbones (spec: backbones.md §1).
+"""Backbones.
 
 Every backbone returns the pooled feature f ∈ R^d from `forward(x)` and exposes its stages
 (`stem`, `layer1` … `layer3`/`layer4`) as separately callable modules, so multi-expert
@@ -23,7 +23,7 @@ INITS = ("kaiming", "pytorch")
 
 # ---------------------------------------------------------------- init schemes
 def kaiming_cifar_(module):
-    """He et al. CIFAR init (spec §1.1): kaiming_normal_ (fan_in) on every Conv2d and Linear weight;
+    """He et al. CIFAR init: kaiming_normal_ (fan_in) on every Conv2d and Linear weight;
     BN weight 1, bias 0."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -35,7 +35,7 @@ def kaiming_cifar_(module):
 
 
 def kaiming_imagenet_(module):
-    """ImageNet ResNet init (spec §1.3): kaiming_normal_(fan_out, relu) on convs; BN weight 1, bias 0."""
+    """ImageNet ResNet init: kaiming_normal_(fan_out, relu) on convs; BN weight 1, bias 0."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -106,7 +106,7 @@ class Backbone(nn.Module):
 
 # ---------------------------------------------------------------- ResNet-32 (CIFAR)
 class OptionAShortcut(nn.Module):
-    """Parameter-free shortcut (spec §1.1): x[:, :, ::2, ::2], zero-padded by planes//4 channels each side."""
+    """Parameter-free shortcut (option A): x[:, :, ::2, ::2], zero-padded by planes//4 channels each side."""
 
     def __init__(self, planes):
         super().__init__()
@@ -161,7 +161,7 @@ def res32_cifar(in_channels=3, init="kaiming"):
 def _from_torchvision(tv_net, cifar_stem=False, in_channels=3, init="kaiming"):
     """Re-expose a torchvision ResNet as stem + layer1..4 (its avgpool and fc are dropped).
 
-    cifar_stem: WB's CIFAR ResNet-34 (spec §1.2): 3x3 stride-1 conv1 (64 ch) and no max-pool.
+    cifar_stem: WB's CIFAR ResNet-34 (docs/methods/weight_balancing.md): 3x3 stride-1 conv1 (64 ch) and no max-pool.
     """
     _check_init(init)
     if cifar_stem:

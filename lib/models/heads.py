@@ -1,4 +1,4 @@
-"""Classifier heads (spec: backbones.md §2).
+"""Classifier heads.
 
 Notation: f is the feature (B, d), W ∈ R^{C×d} with rows w_c, x̂ = x/‖x‖, s the scale.
 Every head exposes `.weight` (C×d Parameter) and `.bias` (C Parameter or None), so post-hoc

@@ -1,4 +1,4 @@
-"""Post-hoc classifier transforms, no training involved (spec: backbones.md §2)."""
+"""Post-hoc classifier transforms, no training involved (docs/evaluation.md, "Post-hoc options")."""
 import torch
 
 

@@ -1,4 +1,4 @@
-"""Loading local pretrained weights into a backbone (BACKBONE.PRETRAINED_MODEL; spec: backbones.md §1.3).
+"""Loading local pretrained weights into a backbone (BACKBONE.PRETRAINED_MODEL; docs/training.md).
 Nothing is ever downloaded.
 
 What the file may be (all read with torch.load(weights_only=True), numpy scalars allowed):

@@ -1,4 +1,4 @@
-"""A shared trunk with K expert branches (spec: backbones.md §3, ace.md §3; RIDE-style layout).
+"""A shared trunk with K expert branches (docs/methods/ace.md; RIDE-style layout).
 
     x ─ trunk (stem, layer1 … layer_{L−1}) ─ f ─┬─ branch_1 (last stage) ─ GAP ─ head_1 ─ z_1
                                                  ├─ branch_2 (copy)       ─ GAP ─ head_2 ─ z_2
@@ -13,7 +13,7 @@ modules, hence separate random draws); when the backbone was loaded from BACKBON
 they keep the loaded weights instead (re-initialising would discard them).
 
 `forward(x)` returns the K logits [z_1, …, z_K] (each B×C). Branches listed in `detach_from` on
-(k ≥ `detach_from`, 0-based) see stopgrad(f): their losses do not reach the trunk (ace.md §5).
+(k ≥ `detach_from`, 0-based) see stopgrad(f): their losses do not reach the trunk (docs/methods/ace.md).
 """
 import copy
 from collections import OrderedDict
@@ -24,7 +24,7 @@ from .backbones import Backbone, CifarBasicBlock, kaiming_cifar_, kaiming_imagen
 
 
 def reinit_like_backbone_(module, init="kaiming"):
-    """Re-draw `module`'s parameters with the scheme its backbone used (backbones.md §1):
+    """Re-draw `module`'s parameters with the scheme its backbone used (lib/models/backbones.py):
     He et al. CIFAR init for CIFAR BasicBlocks, torchvision's Kaiming (fan_out) for the ImageNet
     ResNets, or every submodule's own reset_parameters() with init "pytorch" (or without convolutions)."""
     if init == "pytorch" or not any(isinstance(m, nn.Conv2d) for m in module.modules()):
@@ -73,6 +73,6 @@ class SharedTrunkExperts(nn.Module):
         f = self.trunk(x)
         out = []
         for k, (branch, head) in enumerate(zip(self.branches, self.heads)):
-            h = f.detach() if k >= self.detach_from else f  # stop-gradient (ace.md §5)
+            h = f.detach() if k >= self.detach_from else f  # stop-gradient (docs/methods/ace.md)
             out.append(head(Backbone.pool(branch(h))))
         return out

@@ -1,4 +1,4 @@
-"""One backbone carrying classifier heads at increasing depth (CADEL; spec: cadel.md §2, backbones.md §3).
+"""One backbone carrying classifier heads at increasing depth (CADEL; docs/methods/cadel.md).
 
 Head k < K reads the output of a backbone stage named in `taps` (e.g. "layer2", "layer3" of a ResNet;
 "block7", "block9" of a ViT) through an aux head (lib/models/aux_heads.py); head K reads the pooled

@@ -1,4 +1,4 @@
-"""Vision Transformer backbones from timm, LiVT/MAE style (specs/cadel.md §2, "ViT-B/16").
+"""Vision Transformer backbones from timm, LiVT/MAE style (docs/methods/cadel.md, "ViT backbones").
 
 The model is timm's `VisionTransformer` with global average pooling over the patch tokens and
 `fc_norm` (no final `norm`), exposed through the same interface as the ResNets in backbones.py:
