@@ -1,4 +1,4 @@
-"""Print the statistics of an annotation JSON before training (specs/datasets.md §5).
+"""Print the statistics of an annotation JSON before training (docs/data.md).
 
 With n_c the number of images of class c in the JSON: N = sum n_c, n_max = max n_c,
 n_min = min n_c, IF = n_max / n_min. Many / medium / few use the standard rule
@@ -12,7 +12,7 @@ import os
 import sys
 
 from lib.data.annotations import class_counts, read_json, validate_annotations
-from lib.evaluation.groups import GROUP_NAMES, shot_groups
+from lib.data.stats import compute_stats, format_table  # noqa: F401 - also this tool's API
 from lib.utils import cli
 from lib.utils.atomic import atomic_open
 from lib.utils.errors import UserError, exit_on_user_error
@@ -34,43 +34,6 @@ def get_parser():
 def load_counts(path):
     anns, C = validate_annotations(read_json(path), source=path)
     return class_counts([a["category_id"] for a in anns], C)
-
-
-def compute_stats(counts, train_counts=None):
-    """Statistics dict; the groups come from `train_counts` (default: `counts`)."""
-    n_max, n_min = max(counts), min(counts)
-    groups = shot_groups(counts if train_counts is None else train_counts)
-    return {
-        "images": sum(counts),
-        "classes": len(counts),
-        "empty_classes": sum(1 for n in counts if n == 0),
-        "max_per_class": n_max,
-        "min_per_class": n_min,
-        "imbalance_factor": (n_max / n_min) if n_min > 0 else None,  # None: a class has no image
-        "groups_from": "self" if train_counts is None else "train_json",
-        "group_classes": {g: len(groups[g]) for g in GROUP_NAMES},
-        "group_images": {g: sum(counts[c] for c in groups[g]) for g in GROUP_NAMES},
-    }
-
-
-def format_table(path, s):
-    """Small aligned key/value table."""
-    IF = s["imbalance_factor"]
-    if_text = "n/a (a class has 0 images)" if IF is None else (f"{IF:g}" if IF == int(IF) else f"{IF:.2f}")
-    source = "training counts of --train-json" if s["groups_from"] == "train_json" else "counts of this file"
-    rows = [
-        ("file", path),
-        ("images", f"{s['images']:,}"),
-        ("classes", f"{s['classes']:,}" + (f" ({s['empty_classes']} empty)" if s["empty_classes"] else "")),
-        ("max / min per class", f"{s['max_per_class']:,} / {s['min_per_class']:,}"),
-        ("imbalance factor", if_text),
-    ]
-    for g, rule in zip(GROUP_NAMES, ("n > 100", "20 <= n <= 100", "n < 20")):
-        k = s["group_classes"][g]
-        rows.append((f"{g} ({rule})", f"{k} classes, {s['group_images'][g]:,} images" if k else "n/a (0 classes)"))
-    rows.append(("groups by", source))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def plot_counts(counts, out, title, group_lines=True):
