@@ -1,4 +1,4 @@
-"""The JSON annotation dataset (specs/datasets.md §1) and the image decoding rules.
+"""The JSON annotation dataset (docs/data.md) and the image decoding rules.
 
 Decoding (`decode_image`), the same for every split and both colour spaces:
   - 16/32-bit grayscale is rescaled to 8 bits (I;16: v / 65535 * 255; I: v / max * 255);
@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..utils.errors import UserError
+from ..utils.seeding import derive_seed
 from .annotations import check_image_files, class_counts, read_table
 
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -101,7 +102,7 @@ class JsonDataset(torch.utils.data.Dataset):
             self._transform(item, img)
         else:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((self.aug_seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                torch.manual_seed(derive_seed(self.aug_seed, "augment", self.epoch, index))
                 self._transform(item, img)
         return item
 

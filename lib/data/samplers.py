@@ -1,4 +1,4 @@
-"""DDP-aware, resumable training samplers (specs/datasets.md §7, bag_of_tricks.md §3-§4).
+"""DDP-aware, resumable training samplers (docs/data.md, docs/methods/baselines.md).
 
 Every sampler produces N = len(labels) draws per epoch (the epoch length is unchanged):
   - instance (`default`): a permutation of the N images (p_c = n_c / N), without replacement;
@@ -17,11 +17,11 @@ Call `set_epoch(e)` (1-based) before each epoch; `state_dict()` holds (seed, epo
 """
 import math
 
-import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 from ..utils.errors import UserError
+from ..utils.seeding import derive_seed
 
 CLASS_AWARE_KINDS = ("balance", "square", "reverse", "progressive")
 
@@ -56,10 +56,9 @@ def class_probabilities(counts, kind, epoch=None, max_epoch=None):
 
 
 def epoch_generator(seed, epoch):
-    """A torch.Generator seeded from (seed, epoch) through numpy's SeedSequence (no (s, e) ~ (s+1, e-1) clash)."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
+    """A torch.Generator for the draws of `epoch` (derive_seed(seed, "sampler", epoch))."""
     g = torch.Generator()
-    g.manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+    g.manual_seed(derive_seed(seed, "sampler", epoch))
     return g
 
 

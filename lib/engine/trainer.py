@@ -22,13 +22,14 @@ from ..methods import build_method
 from ..utils.errors import UserError
 from ..utils.logger import MetricWriter, RunLogger
 from ..utils import distributed as dist_utils
+from ..utils.seeding import derive_seed
 from .amp import AmpContext
 from .checkpoint import (extract_state_dict, last_good_state, load_checkpoint, load_weights, rng_state, save_checkpoint,
                          unwrap)
 from .optim import LRSchedule, build_optimizer
 from .preemption import Preempted, Preemption
 from .resume import check_same_config, find_resume_checkpoint, fresh_state, restore
-from .run_dir import prepare_run_dir, resolve_checkpoint, run_dir_of
+from .run_dir import archive_previous_run, prepare_run_dir, resolve_checkpoint, run_dir_of
 
 
 class NonFiniteLoss(UserError):
@@ -184,7 +185,7 @@ def train(cfg, resume="", auto_resume=False):
     device = dist_utils.choose_device(cfg)
     dist_utils.init_distributed(device)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    seed_everything(cfg.SEED + rank, cfg.DETERMINISTIC)
+    seed_everything(derive_seed(cfg.SEED, "process", rank), cfg.DETERMINISTIC)
     run_dir = run_dir_of(cfg)
     log = RunLogger(enabled=dist_utils.is_main())
     amp = AmpContext(cfg, device, log)
@@ -226,9 +227,13 @@ def train(cfg, resume="", auto_resume=False):
             check_same_config(ckpt, cfg, ckpt_path)
         state = restore(ckpt, ckpt_path, cfg, method, optimizer, scheduler, amp, loader.sampler, log)
 
-    # inputs are valid: only now is anything written
+    # inputs are valid: only now is anything written (a fresh run moves an earlier one in its folder aside)
+    fresh = ckpt is None and not (auto_resume or cfg.AUTO_RESUME)
+    archived = archive_previous_run(cfg) if fresh and dist_utils.is_main() else None
     prepare_run_dir(cfg, write=dist_utils.is_main())
     log.attach_file(run_dir, "train")
+    if archived:
+        log.info(f"notice: {archived}")
     if dist_utils.is_main():
         data.save_label_map(run_dir)
     log.info(f"run folder {run_dir}; device {device}; processes {world}; method {cfg.METHOD}")
@@ -255,7 +260,7 @@ def train(cfg, resume="", auto_resume=False):
             loader.sampler.set_epoch(epoch)
             loader.sampler.skip(start_iter * loader.batch_size)
             data.train.set_epoch(epoch)
-            loader.generator.manual_seed(cfg.SEED * 100003 + epoch)  # worker seeds depend on (seed, epoch) only
+            loader.generator.manual_seed(derive_seed(cfg.SEED, "workers", epoch))  # workers: (seed, epoch) only
             scheduler.set_epoch(epoch)
             method.on_epoch_start(epoch)
             t0 = time.time()
