@@ -120,6 +120,28 @@ def test_truncated_checkpoint_is_a_one_line_error_and_auto_resume_falls_back(tin
     assert "epoch 2/2" in out and "epoch 1/2" not in out  # continued after epoch 1
 
 
+def test_a_fresh_run_moves_an_earlier_run_aside_and_auto_resume_keeps_it(tiny_cfg, capsys):
+    opts = ["NAME", "again", "TRAIN.MAX_EPOCH", "1", "DATASET.TEST_JSON", ""]
+    first = build_config(str(tiny_cfg), opts)
+    train(first)
+    run_dir = os.path.join(first.OUTPUT_DIR, "again")
+    before = latest(first)
+    capsys.readouterr()
+    train(build_config(str(tiny_cfg), opts))  # the same command again: never writes into the earlier run
+    out = capsys.readouterr().out
+    (moved,) = [d for d in os.listdir(first.OUTPUT_DIR) if d.startswith("again.")]
+    moved = os.path.join(first.OUTPUT_DIR, moved)
+    assert f"notice: {run_dir} held an earlier run: moved it, unchanged, to {moved}" in out
+    assert_same_weights(latest(moved), before)  # the earlier run's checkpoints are kept as they were
+    for d in (run_dir, moved):  # one log and one event file each (add_scalars adds sub-folders)
+        tb = os.path.join(d, "tensorboard")
+        assert len(os.listdir(os.path.join(d, "logs"))) == 1
+        assert len([f for f in os.listdir(tb) if os.path.isfile(os.path.join(tb, f))]) == 1
+    train(build_config(str(tiny_cfg), opts + ["TRAIN.MAX_EPOCH", "2"]), auto_resume=True)  # --ar: the same folder
+    assert len([d for d in os.listdir(first.OUTPUT_DIR) if d.startswith("again.")]) == 1
+    assert latest(first)["epoch"] == 2
+
+
 class Exploit:
     def __reduce__(self):
         return (os.system, ("echo pwned",))
