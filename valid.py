@@ -75,10 +75,11 @@ def main(argv=None):
             "checkpoint": ckpt_path, "checkpoint_epoch": int(ckpt.get("epoch", -1)),
             "backbone": cfg.BACKBONE.TYPE, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA,
             "tau_norm": cfg.TEST.TAU_NORM.TAU if cfg.TEST.TAU_NORM.USE_TAU_NORM else None,
-            "logit_adjust_tau": cfg.TEST.LOGIT_ADJUST.TAU, "temperature": cfg.TEST.TEMPERATURE}
+            "logit_adjust_tau": cfg.TEST.LOGIT_ADJUST.TAU, "temperature": cfg.TEST.TEMPERATURE,
+            "prediction": method.prediction_name}
     write_evaluation(out, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE, data.class_names())
     print(f"{split} split ({len(dataset)} images), checkpoint {ckpt_path} (epoch {meta['checkpoint_epoch']})")
-    print(summary_table(report))
+    print(summary_table(report, method.prediction_name))
     print(f"top-5 {report['top5']:.2f}; outputs in {out}")
     return report
 

@@ -62,7 +62,7 @@ sys.path.insert(0, CHECKOUT)  # this checkout's lib/
 from lib.config import build_config  # noqa: E402
 from lib.data.annotations import class_counts, load_annotations  # noqa: E402
 from lib.data.longtail import format_imb_factor  # noqa: E402
-from lib.evaluation.groups import shot_groups  # noqa: E402
+from lib.utils.shots import shot_groups  # noqa: E402
 from lib.methods import METHODS  # noqa: E402
 from lib.utils.atomic import atomic_open, write_json, write_text  # noqa: E402
 from lib.utils.errors import UserError, exit_on_user_error  # noqa: E402

@@ -511,5 +511,5 @@ def test_launcher_run_killed_and_resumed_with_ar_ends_with_identical_weights_and
     r = run_cli([PY, "valid.py", str(cfg_path), "NAME", "killed", "TEST.MODEL_FILE", "latest.pth"])
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ") and not ln.startswith("| prediction")]
-    assert [ln.split("|")[1].strip() for ln in rows] == ["main", "expert1", "expert2", "expert3"]
+    assert [ln.split("|")[1].strip() for ln in rows] == ["main (weight-norm aggregate)", "expert1", "expert2", "expert3"]
     assert all("n/a" in ln for ln in rows) and "nan" not in r.stdout.lower().replace("n/a", "")  # no many-shot class

@@ -416,7 +416,7 @@ def test_cpu_run_killed_and_resumed_matches_then_valid_and_posthoc_report_every_
     r = run_cli([PY, "valid.py", str(tiny_cfg), "NAME", "killed", *TINY_OPTS])
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln.split("|")[1].strip() for ln in r.stdout.splitlines() if ln.startswith("| ") and "---" not in ln]
-    assert rows == ["prediction", "main", "head1", "head2", "head3", "mean_of_heads"]
+    assert rows == ["prediction", "main (last head)", "head1", "head2", "head3", "mean_of_heads"]
 
     r = run_cli([PY, "tools/posthoc_tau.py", str(tiny_cfg), "NAME", "killed", *TINY_OPTS])
     assert r.returncode == 0, r.stderr[-2000:]

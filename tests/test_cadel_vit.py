@@ -354,7 +354,7 @@ def test_tiny_vit_cadel_killed_and_resumed_matches_then_valid_and_posthoc_report
     r = run_cli([PY, "valid.py", str(tiny_cfg), "NAME", "killed", *TINY_OPTS])
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln.split("|")[1].strip() for ln in r.stdout.splitlines() if ln.startswith("| ") and "---" not in ln]
-    assert rows == ["prediction", "main", "head1", "head2", "head3", "last_head"]  # main = mean of heads
+    assert rows == ["prediction", "main (mean of heads' logits)", "head1", "head2", "head3", "last_head"]
     res = json.load(open(glob.glob(os.path.join(out, "killed", "eval", "*", "results.json"))[0]))
     assert res["members"]["last_head"]["top1"] == res["members"]["head3"]["top1"]
 

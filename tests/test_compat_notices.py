@@ -8,7 +8,8 @@ import re
 import pytest
 
 from conftest import ROOT
-from lib.config import build_config, compat, notices
+from lib.config import build_config, notices
+from lib.utils import unused_keys as compat
 from lib.config.config import get_cfg_defaults
 from lib.engine.trainer import train
 

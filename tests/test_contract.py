@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lib.config import build_config, notices
-from lib.config import compat
+from lib.utils import unused_keys as compat
 from lib.engine.optim import LRSchedule
 from lib.methods import METHODS, Method
 from lib.utils.errors import UserError

@@ -19,7 +19,7 @@ from lib.data.annotations import class_counts, load_annotations
 from lib.data.image_folder_writer import encode_png
 from lib.data.longtail import (exponential_counts, format_imb_factor, select_long_tail,
                                validation_from_leftover)
-from lib.evaluation.groups import shot_groups
+from lib.utils.shots import shot_groups
 from lib.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -535,7 +535,7 @@ def test_launcher_run_killed_and_resumed_ends_with_identical_weights_and_valid_p
         return
     r = run_cli([PY, "valid.py", str(tiny_cfg), "NAME", "killed", "TEST.MODEL_FILE", "latest.pth"] + opts)
     assert r.returncode == 0, r.stderr[-2000:]
-    for row in ("| main |", "| expert1 |", "| expert2 |", "| expert3 |"):
+    for row in ("| main (mean of experts' logits) |", "| expert1 |", "| expert2 |", "| expert3 |"):
         assert row in r.stdout, row
 
 

@@ -107,7 +107,7 @@ def main(argv=None):
     same_split = data.test is None
     device = choose_device(cfg)
     method, ckpt = load_trained_method(cfg, data.counts, ckpt_path, device)
-    taus = args.taus or getattr(method, "posthoc_taus", None) or tau_search.default_grid()
+    taus = args.taus or method.posthoc_taus or tau_search.default_grid()
     taus = [float(t) for t in taus]
     amp = AmpContext(cfg, device)
 

@@ -11,7 +11,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from ..utils.errors import UserError
-from .compat import set_notices
+from ..utils.unused_keys import set_notices, value_of
 from .defaults import get_defaults
 
 
@@ -37,22 +37,13 @@ def _explain(err, where):
     return f"{where}: {msg.splitlines()[0] if msg else type(err).__name__}"
 
 
-def _default_of(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _widen_ints(cfg, loaded, prefix=""):
     """YAML ints where the default is a float become floats (`WEIGHT_DECAY: 0`); yacs would reject them."""
     for k, v in (loaded or {}).items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             _widen_ints(cfg, v, key + ".")
-        elif type(v) is int and isinstance(_default_of(cfg, key), float):
+        elif type(v) is int and isinstance(value_of(cfg, key), float):
             loaded[k] = float(v)
 
 
@@ -60,7 +51,7 @@ def _widen_int_opts(cfg, opts):
     """The same for KEY VALUE pairs: `TRAIN.OPTIMIZER.WEIGHT_DECAY 0` means 0.0."""
     out = list(opts)
     for i in range(0, len(out) - 1, 2):
-        if isinstance(_default_of(cfg, out[i]), float) and isinstance(out[i + 1], str) \
+        if isinstance(value_of(cfg, out[i]), float) and isinstance(out[i + 1], str) \
                 and re.fullmatch(r"[+-]?\d+", out[i + 1].strip()):
             out[i + 1] = str(float(out[i + 1]))
     return out
@@ -96,7 +87,7 @@ def check_known_keys(cfg, cfg_file, loaded, opts):
     in_file = _unknown_keys(cfg, loaded)
     if in_file:
         parts.append(f"{cfg_file}: {_describe_unknown(cfg, in_file)}")
-    on_line = [k for k in opts[0::2] if _default_of(cfg, str(k)) is None]
+    on_line = [k for k in opts[0::2] if value_of(cfg, str(k)) is None]
     if on_line:
         parts.append(f"command line: {_describe_unknown(cfg, on_line)}")
     if parts:
@@ -132,7 +123,7 @@ def adopt_method(cfg, explicit):
 def build_config(cfg_file="", opts=(), freeze=True):
     """defaults <- YAML <- KEY VALUE pairs, then the method's release-config translation, checks, freeze.
     Notices for the user (release config recognised, compatibility-only keys set) are read from the
-    result with lib.config.compat.notices(cfg[, counts])."""
+    result with lib.config.notices(cfg[, counts]) (lib/utils/unused_keys.py)."""
     cfg = get_cfg_defaults()
     loaded = None
     if cfg_file:

@@ -6,7 +6,8 @@ method, e.g. `WB`) through `add_config(cfg)`; see lib/methods/base.py.
 """
 from yacs.config import CfgNode as CN
 
-from .compat import CORE_UNUSED, accept_unused, value_of
+from ..utils.unused_keys import accept_unused, value_of
+from .compat import CORE_UNUSED
 
 _C = CN()
 

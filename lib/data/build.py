@@ -47,12 +47,6 @@ class SkipFirst(torch.utils.data.Sampler):
     def set_epoch(self, epoch):
         self.sampler.set_epoch(epoch)
 
-    def state_dict(self):
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state):
-        self.sampler.load_state_dict(state)
-
 
 def _require(path, key):
     if not path:

@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..utils.atomic import write_json, write_text
 from ..utils.errors import UserError
+from ..utils.registry import choose
 from .annotations import load_annotations
 
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG"}
@@ -95,8 +96,7 @@ def write_image_folder_dataset(out_dir, prefix, splits, num_classes, fmt="png", 
     An existing `<out_dir>/<prefix>` is replaced only after the new one is complete.
     Returns the final dataset folder.
     """
-    if fmt not in IMAGE_FORMATS:
-        raise UserError(f"unknown image format {fmt!r}; valid: {', '.join(IMAGE_FORMATS)}")
+    choose(fmt, IMAGE_FORMATS, "image format")
     checked = {}
     for name, split in splits.items():
         images, labels = _check_split(name, split[0], split[1], num_classes)

@@ -4,8 +4,9 @@ Notation: C classes, n_c images kept for class c, n_max = the largest class, IF 
 """
 import numpy as np
 
-from ..evaluation.groups import shot_groups
 from ..utils.errors import UserError
+from ..utils.registry import choose
+from ..utils.shots import shot_groups
 
 SELECTION_MODES = ("shuffle", "first")
 
@@ -35,8 +36,7 @@ def select_long_tail(labels, counts, seed=0, mode="shuffle"):
     in the shuffled order in "shuffle" mode, in file order in "first" mode). Raises UserError when a
     label is out of range or a class has fewer than n_c images.
     """
-    if mode not in SELECTION_MODES:
-        raise UserError(f"unknown long-tail selection {mode!r}; valid: {', '.join(SELECTION_MODES)}")
+    choose(mode, SELECTION_MODES, "long-tail selection")
     labels = np.asarray(labels)
     counts = [int(n) for n in counts]
     C = len(counts)

@@ -13,7 +13,7 @@ Distribution: each epoch's global sequence is drawn from a torch.Generator seede
 so every rank computes the same sequence; like DistributedSampler it is padded by wrapping around
 (or truncated with drop_last) to a multiple of num_replicas, and rank r takes positions r, r+R, r+2R, ...
 No index is duplicated across ranks the way independent per-rank WeightedRandomSamplers would.
-Call `set_epoch(e)` (1-based) before each epoch; `state_dict()` holds (seed, epoch) for resume.
+Call `set_epoch(e)` (1-based) before each epoch (a resumed run sets it from the checkpoint's epoch).
 """
 import math
 
@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..utils.errors import UserError
+from ..utils.registry import choose
 from ..utils.seeding import derive_seed
 
 CLASS_AWARE_KINDS = ("balance", "square", "reverse", "progressive")
@@ -52,7 +53,7 @@ def class_probabilities(counts, kind, epoch=None, max_epoch=None):
             raise ValueError("progressive probabilities need epoch and max_epoch > 0")
         t = min(max(float(epoch) / float(max_epoch), 0.0), 1.0)
         return t * uniform + (1.0 - t) * instance
-    raise ValueError(f"unknown sampling kind {kind!r}; valid: instance, {', '.join(CLASS_AWARE_KINDS)}")
+    choose(kind, ("instance",) + CLASS_AWARE_KINDS, "sampling kind", ValueError)
 
 
 def epoch_generator(seed, epoch):
@@ -146,8 +147,7 @@ class ClassAwareSampler(_EpochSampler):
     def __init__(self, labels, num_classes, seed=0, num_replicas=1, rank=0, drop_last=False,
                  kind="balance", max_epoch=None):
         super().__init__(labels, num_classes, seed, num_replicas, rank, drop_last)
-        if kind not in CLASS_AWARE_KINDS:
-            raise ValueError(f"unknown class-aware kind {kind!r}; valid: {', '.join(CLASS_AWARE_KINDS)}")
+        choose(kind, CLASS_AWARE_KINDS, "class-aware kind", ValueError)
         if kind == "progressive" and (not max_epoch or max_epoch <= 0):
             raise ValueError("the progressive sampler needs max_epoch > 0")
         self.kind = kind
@@ -226,12 +226,8 @@ def build_sampler(cfg, labels, num_classes, num_replicas=1, rank=0, seed=None, d
     if kind == "bbn sampler":
         raise UserError("TRAIN.SAMPLER.TYPE 'bbn sampler' (BoT's extra reverse-sampled image per item) is not "
                         "supported; use 'weighted sampler' with TRAIN.SAMPLER.WEIGHTED_SAMPLER.TYPE reverse")
-    if kind != "weighted sampler":
-        raise UserError(f"unknown TRAIN.SAMPLER.TYPE {kind!r}; valid: default, weighted sampler")
-    weighted = cfg.TRAIN.SAMPLER.WEIGHTED_SAMPLER.TYPE
-    if weighted not in CLASS_AWARE_KINDS:
-        raise UserError(f"unknown TRAIN.SAMPLER.WEIGHTED_SAMPLER.TYPE {weighted!r}; "
-                        f"valid: {', '.join(CLASS_AWARE_KINDS)}")
+    choose(kind, ("default", "weighted sampler"), "TRAIN.SAMPLER.TYPE")
+    weighted = choose(cfg.TRAIN.SAMPLER.WEIGHTED_SAMPLER.TYPE, CLASS_AWARE_KINDS, "TRAIN.SAMPLER.WEIGHTED_SAMPLER.TYPE")
     sampler = ClassAwareSampler(labels, num_classes, kind=weighted, max_epoch=cfg.TRAIN.MAX_EPOCH, **common)
     if drs:
         return DeferredSampler(instance, sampler, cfg.TRAIN.TWO_STAGE.START_EPOCH)

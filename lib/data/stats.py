@@ -1,7 +1,7 @@
 """Statistics of per-class counts (docs/data.md): images, classes, max / min, imbalance factor and the
 many / medium / few groups (standard rule) by the training counts; tools/dataset_stats.py and
 tools/build_json_from_folders.py print them."""
-from ..evaluation.groups import GROUP_NAMES, shot_groups
+from ..utils.shots import GROUP_NAMES, shot_groups
 
 
 def compute_stats(counts, train_counts=None):

@@ -20,7 +20,7 @@ class, so pipelines pickle (DataLoader workers).
 import torch
 
 from ..utils.errors import UserError
-from ..utils.registry import Registry
+from ..utils.registry import Registry, choose
 from ..utils.tv import v2
 
 TRANSFORMS = Registry("transform")
@@ -209,10 +209,7 @@ def _autoaugment(cfg):
     """torchvision AutoAugment (POLICY, default the CIFAR10 policy of 25 sub-policies) with FILL per channel.
     torchvision's magnitude mapping may differ slightly from the PaCo/NCL implementation (unverified)."""
     d = cfg.TRANSFORMS.PROCESS_DETAIL.AUTOAUGMENT
-    policy = str(d.POLICY).lower()
-    if policy not in _AA_POLICIES:
-        raise UserError(f"unknown TRANSFORMS.PROCESS_DETAIL.AUTOAUGMENT.POLICY {d.POLICY!r}; "
-                        f"valid: {', '.join(_AA_POLICIES)}")
+    policy = choose(str(d.POLICY).lower(), _AA_POLICIES, "TRANSFORMS.PROCESS_DETAIL.AUTOAUGMENT.POLICY")
     fill = _fill(d.FILL, _channels(cfg), "TRANSFORMS.PROCESS_DETAIL.AUTOAUGMENT.FILL")
     return v2.AutoAugment(policy=getattr(v2.AutoAugmentPolicy, _AA_POLICIES[policy]), fill=fill)
 

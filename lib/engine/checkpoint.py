@@ -1,18 +1,12 @@
-"""Checkpoints: atomic writes, weights_only loading, `module.` prefixes, clear mismatch errors.
+"""Checkpoint files: atomic writes, weights_only loading, `module.` prefixes, clear mismatch errors.
 
 A checkpoint is a plain dict of tensors and Python primitives (loadable with
-`torch.load(..., weights_only=True)`): state_dict, optimizer, scheduler, scaler, sampler,
-epoch, best_result, best_epoch, rng, method, config (the resolved YAML as text).
-
-Checkpoints from elsewhere: the original repositories store `best_result` as a numpy scalar, so
-numpy scalars, dtypes and arrays are on the weights_only allow-list (`safe_torch_load`); they are
-rebuilt without running pickled code. Anything else that needs a Python global is refused with one
-line naming the global and saying how to re-save the weights.
+`torch.load(..., weights_only=True)`); its keys are defined once, in engine/checkpointer.py.
+Files from elsewhere (numpy scalars in the originals' checkpoints, pickled code) are read by the one safe
+loader, lib/utils/state_dict.py. What a training checkpoint holds is defined in engine/checkpointer.py.
 """
 import os
-import pickle
 import random
-import re
 import time
 import zipfile
 
@@ -21,6 +15,7 @@ import torch
 
 from ..utils.atomic import atomic_open
 from ..utils.errors import UserError
+from ..utils.state_dict import safe_torch_load, strip_prefix
 
 FORMAT_VERSION = 1
 
@@ -28,10 +23,6 @@ FORMAT_VERSION = 1
 def unwrap(model):
     """The bare module inside DataParallel / DistributedDataParallel."""
     return model.module if hasattr(model, "module") else model
-
-
-def strip_prefix(state_dict, prefix="module."):
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
 def rng_state():
@@ -63,54 +54,6 @@ def save_checkpoint(path, payload):
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
     _SAVED[os.path.abspath(path)] = (int(payload.get("epoch", 0)), int(payload.get("iteration", 0)))
-
-
-def numpy_safe_globals():
-    """numpy's scalar, dtype and array constructors under the names numpy 1.x (`numpy.core`) and 2.x
-    (`numpy._core`) write into pickles: what `torch.load(weights_only=True)` may rebuild besides
-    tensors. Each only builds a value from plain data (no attribute lookup, no call of a pickled name)."""
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    out = [np.dtype, np.ndarray]
-    for fn in (core.multiarray.scalar, core.multiarray._reconstruct):
-        out += [(fn, f"{mod}.multiarray.{fn.__name__}") for mod in ("numpy.core", "numpy._core")]
-    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25: numpy.dtypes.Float64DType, ...
-    if dtypes is not None:
-        out += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType") and isinstance(getattr(dtypes, n), type)]
-    return out
-
-
-def _refusal(path, err):
-    """torch's refusal text (terminal escape codes, "two options", the cause at the end) -> one line that
-    names the global and says what to do."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-    m = re.search(r"GLOBAL ([\w.]+)", text)
-    if m and re.search(r"whose module \S+ is blocked", text):  # os.system & co.: code, never weights
-        return (f"refusing to load {path}: it is not a plain weights file: loading it would call "
-                f"'{m.group(1)}' (pickled code); do not load it with weights_only=False, get the weights from a "
-                f"trusted source")
-    if m:
-        what = f"the Python global '{m.group(1)}'"
-    else:
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Check the documentation")]
-        cause = re.sub(r"^WeightsUnpickler error:\s*", "", lines[-1] if lines else "unknown content")
-        what = f"content weights-only loading cannot read ({cause[:160]})"
-    return (f"refusing to load {path}: it is not a plain weights file: it holds {what}, which only a full "
-            f"unpickle (torch.load weights_only=False, which can run code) would rebuild; tensors, numbers, "
-            f"strings, containers and numpy scalars/dtypes/arrays load safely. If you trust its source, re-save "
-            f"its weights: python3 -c \"import torch; c = torch.load('{path}', weights_only=False); "
-            f"torch.save(c.get('state_dict', c), 'weights.pth')\"")
-
-
-def safe_torch_load(path):
-    """torch.load(weights_only=True) with numpy's scalars/dtypes/arrays allowed (numpy_safe_globals).
-    Raises UserError (one line) for a file that needs any other Python global."""
-    try:
-        with torch.serialization.safe_globals(numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UserError(_refusal(path, e)) from None
 
 
 def load_checkpoint(path):
@@ -212,12 +155,10 @@ def load_trained_method(cfg, counts, path, device):
     """The method of `cfg` for classes with training `counts`, with the weights of checkpoint `path`, its heads
     τ-normalised when TEST.TAU_NORM.USE_TAU_NORM, on `device`. Returns (method, the checkpoint dict)."""
     from ..methods import build_method
-    from ..models.posthoc import tau_normalize_
 
     method = build_method(cfg, counts)
     ckpt = load_checkpoint(path)
     load_weights(method, extract_state_dict(ckpt), path)
     if cfg.TEST.TAU_NORM.USE_TAU_NORM:
-        for head in method.classifier_heads():
-            tau_normalize_(head, cfg.TEST.TAU_NORM.TAU)
+        method.tau_normalize(cfg.TEST.TAU_NORM.TAU)
     return method.to(device), ckpt

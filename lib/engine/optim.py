@@ -9,6 +9,7 @@ import math
 import torch
 
 from ..utils.errors import UserError
+from ..utils.registry import choose
 
 
 def param_layer_ids(method):
@@ -70,15 +71,13 @@ def build_optimizer(cfg, method):
                            "method_group": g.get("name", ""), "lr_mult": s / scale if scale else 1.0})
     if not groups:
         raise UserError("the method has no trainable parameters (check BACKBONE.FREEZE / the method config)")
-    kind = opt_cfg.TYPE.upper()
+    kind = choose(opt_cfg.TYPE.upper(), ("SGD", "ADAM", "ADAMW", "SGD_GROUP"), "TRAIN.OPTIMIZER.TYPE")
     if kind in ("SGD", "SGD_GROUP"):  # ACE's SGD_group: groups already carry their lr_scale
         return torch.optim.SGD(groups, lr=opt_cfg.BASE_LR, momentum=opt_cfg.MOMENTUM,
                                nesterov=opt_cfg.NESTEROV and opt_cfg.MOMENTUM > 0)
     if kind == "ADAM":
         return torch.optim.Adam(groups, lr=opt_cfg.BASE_LR, betas=tuple(opt_cfg.BETAS))
-    if kind == "ADAMW":
-        return torch.optim.AdamW(groups, lr=opt_cfg.BASE_LR, betas=tuple(opt_cfg.BETAS))
-    raise UserError(f"unknown TRAIN.OPTIMIZER.TYPE {opt_cfg.TYPE!r}; valid: SGD, ADAM, ADAMW")
+    return torch.optim.AdamW(groups, lr=opt_cfg.BASE_LR, betas=tuple(opt_cfg.BETAS))
 
 
 class LRSchedule:
@@ -104,9 +103,7 @@ class LRSchedule:
         s = cfg.TRAIN.LR_SCHEDULER
         self.optimizer = optimizer
         self.base_lr = cfg.TRAIN.OPTIMIZER.BASE_LR
-        self.kind = s.TYPE
-        if self.kind not in self.TYPES:
-            raise UserError(f"unknown TRAIN.LR_SCHEDULER.TYPE {s.TYPE!r}; valid: {', '.join(self.TYPES)}")
+        self.kind = choose(s.TYPE, self.TYPES, "TRAIN.LR_SCHEDULER.TYPE")
         self.steps = list(s.LR_STEP)
         self.factor = s.LR_FACTOR
         self.warm = s.WARM_EPOCH
@@ -164,9 +161,3 @@ class LRSchedule:
             self._apply(self.lr_factor(e, i / max(n, 1)))
         elif changed:
             self._apply(self.f if self.f is not None else self.lr_factor(e))
-
-    def state_dict(self):
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state):
-        self.set_epoch(int(state["epoch"]))

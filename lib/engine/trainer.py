@@ -1,9 +1,11 @@
 """The shared trainer: one loop for every method (it only calls the contract in lib/methods/base.py).
 
-Reads top to bottom: build data, method, optimizer -> resume -> create the run folder -> for each
-epoch: train_one_epoch, validate, checkpoint -> final evaluation on the test split. Everything that
-can fail on bad input fails before the run folder is written.
+train() reads top to bottom: build (data, method, optimizer) -> resume (engine/checkpointer.py, the
+owner of the training state) -> open the run folder -> each epoch: train, validate and select, save ->
+final evaluation on the test split. Everything that can fail on bad input fails before the run folder
+is written.
 """
+import dataclasses
 import os
 import random
 import time
@@ -24,12 +26,11 @@ from ..utils.logger import MetricWriter, RunLogger
 from ..utils import distributed as dist_utils
 from ..utils.seeding import derive_seed
 from .amp import AmpContext
-from .checkpoint import (extract_state_dict, last_good_state, load_checkpoint, load_weights, rng_state, save_checkpoint,
-                         unwrap)
+from .checkpoint import extract_state_dict, last_good_state, load_checkpoint, load_weights
+from .checkpointer import Checkpointer, init_from_pretrained
 from .optim import LRSchedule, build_optimizer
 from .preemption import Preempted, Preemption
-from .resume import check_same_config, find_resume_checkpoint, fresh_state, restore
-from .run_dir import archive_previous_run, prepare_run_dir, resolve_checkpoint, run_dir_of
+from .run_dir import archive_previous_run, prepare_run_dir, run_dir_of
 
 
 class NonFiniteLoss(UserError):
@@ -159,162 +160,129 @@ def train_one_epoch(model, method, loader, optimizer, amp, device, epoch, cfg, l
     return meter.result(device, time.time() - start)
 
 
-def checkpoint_payload(cfg, method, optimizer, scheduler, amp, sampler, epoch, state, iteration=0, meter=None):
-    """Everything needed to continue exactly: `epoch` is the last completed epoch; `iteration` > 0 means
-    that many steps of epoch + 1 are done too."""
-    return {
-        "state_dict": unwrap(method).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": amp.state_dict(),
-        "sampler": sampler.state_dict() if hasattr(sampler, "state_dict") else {},
-        "epoch": epoch,
-        "iteration": iteration,
-        "epoch_meter": meter.state_dict() if meter is not None else {},
-        "best_result": state["best_result"],
-        "best_epoch": state["best_epoch"],
-        "best_members": state["best_members"],
-        "rng": rng_state(),
-        "method": cfg.METHOD,
-        "config": cfg.dump(),
-    }
+@dataclasses.dataclass
+class Run:
+    """What train() builds once and every phase of the run uses."""
+    cfg: object
+    device: torch.device
+    log: RunLogger
+    amp: AmpContext
+    data: DataSplits
+    method: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LRSchedule
+    loader: object
+    valid_loader: object
+
+    @property
+    def dir(self):
+        return run_dir_of(self.cfg)
 
 
-def train(cfg, resume="", auto_resume=False):
-    """Run a whole training job from a frozen config; returns the final results dict (rank 0)."""
+def build(cfg):
+    """Device and seeds, data, the method (with NETWORK.PRETRAINED_MODEL loaded), optimizer, schedule, loaders."""
     device = dist_utils.choose_device(cfg)
     dist_utils.init_distributed(device)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     seed_everything(derive_seed(cfg.SEED, "process", rank), cfg.DETERMINISTIC)
-    run_dir = run_dir_of(cfg)
     log = RunLogger(enabled=dist_utils.is_main())
     amp = AmpContext(cfg, device, log)
-
     data = DataSplits(cfg)
-    counts = data.counts
-    method = build_method(cfg, counts)
-    if cfg.NETWORK.PRETRAINED:
-        path = resolve_checkpoint(cfg, cfg.NETWORK.PRETRAINED_MODEL, "NETWORK.PRETRAINED_MODEL")
-        skipped = load_weights(method, extract_state_dict(load_checkpoint(path)), path,
-                               allow_missing=getattr(method, "pretrained_may_lack", ()),
-                               may_mismatch=getattr(method, "pretrained_may_mismatch", ()))
-        method.after_pretrained_loaded()
-        log.info(f"initialised from {path}" + (f"; not loaded, re-initialised by the method: {', '.join(skipped)}"
-                                               if skipped else ""))
-    for line in sorted({m.pretrained_report for m in method.modules() if getattr(m, "pretrained_report", "")}):
-        log.info(line)  # BACKBONE.PRETRAINED_MODEL: what was loaded and skipped (lib/models/pretrained.py)
+    method = build_method(cfg, data.counts)
+    init_from_pretrained(cfg, method, log)
     method.to(device)
     if cfg.TRAIN.CHANNELS_LAST:
         method.to(memory_format=torch.channels_last)
     model = wrap_model(cfg, method, device, log)
     optimizer = build_optimizer(cfg, method)
-    scheduler = LRSchedule(cfg, optimizer, method.epochs)
-    loader = train_loader(cfg, data.train, world, rank, cfg.SEED)
-    valid_loader = eval_loader(cfg, data.valid, world, rank) if data.valid else None
+    return Run(cfg, device, log, amp, data, method, model, optimizer, LRSchedule(cfg, optimizer, method.epochs),
+               train_loader(cfg, data.train, world, rank, cfg.SEED),
+               eval_loader(cfg, data.valid, world, rank) if data.valid else None)
 
-    state = fresh_state()
-    models_dir = os.path.join(run_dir, "models")
-    ckpt_path = resume
-    if not ckpt_path and cfg.RESUME_MODEL:
-        ckpt_path = resolve_checkpoint(cfg, cfg.RESUME_MODEL, "RESUME_MODEL")
-    ckpt = None
-    if ckpt_path:
-        ckpt = load_checkpoint(ckpt_path)
-    elif auto_resume or cfg.AUTO_RESUME:
-        ckpt_path, ckpt = find_resume_checkpoint(models_dir, log)
-    if ckpt is not None:
-        if cfg.RESUME_MODE == "all":
-            check_same_config(ckpt, cfg, ckpt_path)
-        state = restore(ckpt, ckpt_path, cfg, method, optimizer, scheduler, amp, loader.sampler, log)
 
-    # inputs are valid: only now is anything written (a fresh run moves an earlier one in its folder aside)
-    fresh = ckpt is None and not (auto_resume or cfg.AUTO_RESUME)
+def open_run_dir(run, fresh):
+    """Inputs are valid: only now is anything written (a fresh run moves an earlier one in its folder aside)."""
+    cfg, data, log = run.cfg, run.data, run.log
     archived = archive_previous_run(cfg) if fresh and dist_utils.is_main() else None
     prepare_run_dir(cfg, write=dist_utils.is_main())
-    log.attach_file(run_dir, "train")
+    log.attach_file(run.dir, "train")
     if archived:
         log.info(f"notice: {archived}")
     if dist_utils.is_main():
-        data.save_label_map(run_dir)
-    log.info(f"run folder {run_dir}; device {device}; processes {world}; method {cfg.METHOD}")
-    for line in notices(cfg, counts):
+        data.save_label_map(run.dir)
+    log.info(f"run folder {run.dir}; device {run.device}; processes {dist_utils.world_size()}; method {cfg.METHOD}")
+    for line in notices(cfg, data.counts):
         log.info(f"notice: {line}")
-    for line in method.describe():
+    for line in run.method.describe():
         log.info(line)
     log.info(f"train {len(data.train)} images, {data.num_classes} classes, max/min per class "
-             f"{max(counts)}/{min(counts)}; valid {len(data.valid) if data.valid else 0}; "
+             f"{max(data.counts)}/{min(data.counts)}; valid {len(data.valid) if data.valid else 0}; "
              f"test {len(data.test) if data.test else 0}")
 
-    writer = MetricWriter(run_dir, enabled=dist_utils.is_main() and cfg.TRAIN.TENSORBOARD.ENABLE)
 
-    def save(name, epoch, iteration=0, meter=None):
-        if dist_utils.is_main():
-            payload = checkpoint_payload(cfg, method, optimizer, scheduler, amp, loader.sampler, epoch, state,
-                                         iteration, meter)
-            save_checkpoint(os.path.join(models_dir, name), payload)
-
+def train(cfg, resume="", auto_resume=False):
+    """Run a whole training job from a frozen config; returns the final results dict (rank 0)."""
+    run = build(cfg)
+    checkpointer = Checkpointer(cfg, run.method, run.optimizer, run.amp, os.path.join(run.dir, "models"), run.log)
+    state = checkpointer.resume(resume, auto_resume or cfg.AUTO_RESUME)
+    open_run_dir(run, fresh=not (resume or cfg.RESUME_MODEL or auto_resume or cfg.AUTO_RESUME))
+    writer = MetricWriter(run.dir, enabled=dist_utils.is_main() and cfg.TRAIN.TENSORBOARD.ENABLE)
     preemption = Preemption()
     try:
-        for epoch in range(state["epoch"] + 1, method.epochs + 1):
-            start_iter = state["iteration"] if epoch == state["epoch"] + 1 else 0
-            loader.sampler.set_epoch(epoch)
-            loader.sampler.skip(start_iter * loader.batch_size)
-            data.train.set_epoch(epoch)
-            loader.generator.manual_seed(derive_seed(cfg.SEED, "workers", epoch))  # workers: (seed, epoch) only
-            scheduler.set_epoch(epoch)
-            method.on_epoch_start(epoch)
+        for epoch in range(state.epoch + 1, run.method.epochs + 1):
             t0 = time.time()
-            tr = train_one_epoch(
-                model, method, loader, optimizer, amp, device, epoch, cfg, log, start_iter,
-                EpochMeter(state["meter"]) if start_iter else None, preemption,
-                lambda it, meter, e=epoch: save("latest.pth", e - 1, it, meter), scheduler)
-            state.update(iteration=0, meter=None)
-            tr.update(method.on_epoch_end(epoch) or {})
-            lr = optimizer.param_groups[0]["lr"]
-            writer.scalars(epoch, {"train/" + k: v for k, v in tr.items()}, lr)
-            msg = (f"epoch {epoch}/{method.epochs} train loss {tr['loss']:.4f} acc {tr['acc']:.2f} "
-                   f"lr {lr:.3e} {tr['images_per_s']:.0f} img/s {time.time() - t0:.1f}s")
-            if tr["skipped_steps"]:
-                msg += f" skipped {tr['skipped_steps']} non-finite steps"
-            valid_report = None
-            if valid_loader and (epoch % cfg.VALID_STEP == 0 or epoch == method.epochs):
-                valid_report, _, _ = evaluate(model, method, valid_loader, device, counts, cfg.TEST.SHOT_RULE,
-                                              amp.autocast, channels_last=cfg.TRAIN.CHANNELS_LAST)
-                writer.scalars(epoch, {"valid/" + k: valid_report[k] for k in ("top1", "loss", "many", "medium", "few")
-                                       if valid_report[k] is not None})
-                writer.scalars(epoch, {f"valid_{m}/{k}": r[k] for m, r in valid_report["members"].items()
-                                       for k in ("top1", "many", "medium", "few") if r[k] is not None})
-                writer.pair(epoch, tr, valid_report)
-                msg += f" | valid top1 {valid_report['top1']:.2f} {format_groups(valid_report)}"
-                if valid_report["members"]:
-                    msg += " | " + " ".join(f"{m} {r['top1']:.2f}" for m, r in valid_report["members"].items())
-            log.info(msg)
-            is_best = valid_report is not None and valid_report["top1"] > state["best_result"]
-            if is_best:
-                state.update(best_result=valid_report["top1"], best_epoch=epoch,
-                             best_members={m: r["top1"] for m, r in valid_report["members"].items()})
-            save("latest.pth", epoch)
-            if is_best:
-                save("best_model.pth", epoch)
-            if cfg.SAVE_STEP and epoch % cfg.SAVE_STEP == 0:
-                save(f"epoch_{epoch}.pth", epoch)
+            start_iter = checkpointer.start_epoch(epoch, state, run.loader, run.scheduler)
+            tr = train_one_epoch(run.model, run.method, run.loader, run.optimizer, run.amp, run.device, epoch, cfg,
+                                 run.log, start_iter, EpochMeter(state.meter) if start_iter else None, preemption,
+                                 lambda it, meter: checkpointer.save_partial(state, it, meter), run.scheduler)
+            tr.update(run.method.on_epoch_end(epoch) or {})
+            valid_report = validate_and_log(run, epoch, tr, time.time() - t0, writer)
+            state.epoch, state.iteration, state.meter = epoch, 0, None
+            checkpointer.save_epoch(state, is_best=state.mark_best(epoch, valid_report))
             dist_utils.barrier()
             if preemption.requested():  # signal during validation/checkpointing: latest.pth is complete
                 raise Preempted(preemption.signum, epoch + 1, 0)
     except Preempted as p:
-        log.info(str(p))
-        writer.close()
+        run.log.info(str(p))
         raise
     finally:
         preemption.uninstall()
-    writer.close()
-    results = final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log)
+        writer.close()
+    results = final_evaluation(run, state)
     dist_utils.cleanup()
     return results
 
 
-def final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log):
+def validate_and_log(run, epoch, tr, seconds, writer):
+    """The epoch's line (train metrics, and the validation report every VALID_STEP epochs and at the end);
+    returns the validation report, or None when there was none."""
+    cfg, method = run.cfg, run.method
+    lr = run.optimizer.param_groups[0]["lr"]
+    writer.scalars(epoch, {"train/" + k: v for k, v in tr.items()}, lr)
+    msg = (f"epoch {epoch}/{method.epochs} train loss {tr['loss']:.4f} acc {tr['acc']:.2f} "
+           f"lr {lr:.3e} {tr['images_per_s']:.0f} img/s {seconds:.1f}s")
+    if tr["skipped_steps"]:
+        msg += f" skipped {tr['skipped_steps']} non-finite steps"
+    report = None
+    if run.valid_loader and (epoch % cfg.VALID_STEP == 0 or epoch == method.epochs):
+        report, _, _ = evaluate(run.model, method, run.valid_loader, run.device, run.data.counts, cfg.TEST.SHOT_RULE,
+                                run.amp.autocast, channels_last=cfg.TRAIN.CHANNELS_LAST)
+        writer.scalars(epoch, {"valid/" + k: report[k] for k in ("top1", "loss", "many", "medium", "few")
+                               if report[k] is not None})
+        writer.scalars(epoch, {f"valid_{m}/{k}": r[k] for m, r in report["members"].items()
+                               for k in ("top1", "many", "medium", "few") if r[k] is not None})
+        writer.pair(epoch, tr, report)
+        msg += f" | valid top1 {report['top1']:.2f} {format_groups(report)}"
+        if report["members"]:
+            msg += " | " + " ".join(f"{m} {r['top1']:.2f}" for m, r in report["members"].items())
+    run.log.info(msg)
+    return report
+
+
+def final_evaluation(run, state):
     """Evaluate the test split (else valid) with the checkpoint chosen on VALID_JSON, else the last epoch."""
+    cfg, method, data, log = run.cfg, run.method, run.data, run.log
     split, dataset = ("test", data.test) if data.test else ("valid", data.valid)
     if dataset is None:
         log.info("no VALID_JSON or TEST_JSON: skipping evaluation")
@@ -322,25 +290,25 @@ def final_evaluation(cfg, model, method, data, device, amp, run_dir, state, log)
     selection = "last epoch"
     ckpt_epoch = method.epochs
     valid_members = {}  # each member's val top-1 at the selected checkpoint: "best single member, chosen on val"
-    best = os.path.join(run_dir, "models", "best_model.pth")
+    best = os.path.join(run.dir, "models", "best_model.pth")
     if data.valid is not None and data.test is not None and os.path.isfile(best):
         load_weights(method, extract_state_dict(load_checkpoint(best)), best)
-        selection = f"best top-1 on VALID_JSON (epoch {state['best_epoch']})"
-        ckpt_epoch = state["best_epoch"]
-        valid_members = state["best_members"]
+        selection = f"best top-1 on VALID_JSON (epoch {state.best_epoch})"
+        ckpt_epoch = state.best_epoch
+        valid_members = state.best_members
     elif data.valid is not None and data.test is None:
         selection = "last epoch (no TEST_JSON: evaluated on VALID_JSON)"
     loader = eval_loader(cfg, dataset, dist_utils.world_size(), dist_utils.rank())
-    report, logits, labels = evaluate(model, method, loader, device, data.counts, cfg.TEST.SHOT_RULE, amp.autocast,
-                                      flip_tta=cfg.TEST.FLIP_TTA, logit_tau=cfg.TEST.LOGIT_ADJUST.TAU,
-                                      channels_last=cfg.TRAIN.CHANNELS_LAST)
+    report, logits, labels = evaluate(run.model, method, loader, run.device, data.counts, cfg.TEST.SHOT_RULE,
+                                      run.amp.autocast, flip_tta=cfg.TEST.FLIP_TTA,
+                                      logit_tau=cfg.TEST.LOGIT_ADJUST.TAU, channels_last=cfg.TRAIN.CHANNELS_LAST)
     if not dist_utils.is_main():
         return {}
     meta = {"name": cfg.NAME, "method": cfg.METHOD, "split": split, "json": getattr(dataset, "json_path", ""),
             "checkpoint_selection": selection, "checkpoint_epoch": ckpt_epoch, "backbone": cfg.BACKBONE.TYPE,
             "epochs": method.epochs, "shot_rule": cfg.TEST.SHOT_RULE, "flip_tta": cfg.TEST.FLIP_TTA,
-            "valid_members_top1": valid_members}
-    results = write_evaluation(run_dir, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE,
+            "valid_members_top1": valid_members, "prediction": method.prediction_name}
+    results = write_evaluation(run.dir, report, logits, labels, data.counts, meta, cfg.TEST.SHOT_RULE,
                                data.class_names())
-    log.info(f"{split} split, checkpoint: {selection}\n" + summary_table(report))
+    log.info(f"{split} split, checkpoint: {selection}\n" + summary_table(report, method.prediction_name))
     return results

@@ -12,7 +12,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from .groups import shot_groups
+from ..utils.shots import shot_groups
 
 NUM_BINS = 15
 T_RANGE = (0.05, 20.0)  # temperatures searched by fit_temperature

@@ -3,7 +3,7 @@ calibration of the probabilities (ECE, NLL: calibration.py)."""
 import torch
 
 from .calibration import calibration_report
-from .groups import GROUP_NAMES, shot_groups
+from ..utils.shots import GROUP_NAMES, shot_groups
 
 
 def per_class_accuracy(pred, labels, num_classes):

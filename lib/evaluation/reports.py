@@ -5,7 +5,7 @@ import os
 import textwrap
 
 from ..utils.atomic import atomic_open, write_json, write_text
-from .groups import shot_group
+from ..utils.shots import shot_group
 from .metrics import confusion_matrix, format_groups
 
 
@@ -211,15 +211,15 @@ def _f(v, digits=2):
     return "  n/a" if v is None else f"{v:5.{digits}f}"
 
 
-def summary_table(report):
+def summary_table(report, prediction=""):
     """The many/medium/few table printed to the terminal (ECE in %, NLL in nats), then one line with the main
-    prediction's ECE / NLL per group."""
+    prediction's ECE / NLL per group. `prediction` says what the main row is (the method's prediction_name)."""
     def row(name, r):
         return (f"| {name} | {_f(r['top1'])} | {_f(r.get('ece'))} | {_f(r.get('nll'), 3)} | {_f(r['many'])} | "
                 f"{_f(r['medium'])} | {_f(r['few'])} |")
 
     lines = ["| prediction | top-1 | ECE | NLL | many | medium | few |", "|---|---|---|---|---|---|---|",
-             row("main", report)]
+             row(f"main ({prediction})" if prediction else "main", report)]
     lines += [row(k, v) for k, v in report.get("members", {}).items()]
     return "\n".join(lines) + "\n" + calibration_line(report)
 

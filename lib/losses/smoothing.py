@@ -6,7 +6,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from ..utils.errors import UserError
+from ..utils.registry import choose
 from .base import LOSSES, Loss
 from .reduction import batch_mean
 
@@ -35,8 +35,7 @@ def label_aware_epsilons(counts, head, tail, shape):
         linear:  ε_tail + (ε_head − ε_tail)·u
         convex:  ε_head + (ε_head − ε_tail)·sin(3π/2 + π·u/2) = ε_tail + (ε_head − ε_tail)·(1 − cos(π·u/2))
     so ε goes from ε_tail at the rarest class to ε_head at the largest."""
-    if shape not in SHAPES:
-        raise UserError(f"unknown LOSS.CrossEntropyLabelAwareSmooth.SHAPE {shape!r}; valid: {', '.join(SHAPES)}")
+    choose(shape, SHAPES, "LOSS.CrossEntropyLabelAwareSmooth.SHAPE")
     n = torch.as_tensor(counts, dtype=torch.float64)
     span = float(n.max() - n.min()) or 1.0
     u = (n - n.min()) / span

@@ -30,13 +30,14 @@ import torch
 from torch.nn import functional as F
 from yacs.config import CfgNode as CN
 
-from ..config.compat import accept_unused
+from ..utils.unused_keys import accept_unused
 from ..models.backbones import Backbone, build_backbone
 from ..models.heads import build_head
 from ..models.network import in_channels
 from ..models.shared_trunk import SharedTrunkExperts
 from ..utils import distributed as dist_utils
 from ..utils.errors import UserError
+from ..utils.registry import choose
 from . import mixing
 from .base import METHODS, Method
 
@@ -159,6 +160,12 @@ def aggregate(logits, factors, coverage):
 # ---------------------------------------------------------------- the method
 @METHODS.register("ace")
 class ACEMethod(Method):
+    prediction_name = "weight-norm aggregate"
+
+    @staticmethod
+    def resume_may_change(cfg):
+        return ("TRAIN.UNMIX_EPOCH",)  # like TRAIN.MAX_EPOCH: a longer run continues
+
     @staticmethod
     def add_config(cfg):
         cfg.ACE = CN()
@@ -230,9 +237,7 @@ class ACEMethod(Method):
             raise UserError(f"{key} has {len(thresholds)} thresholds but ACE.NUM_EXPERTS {K} needs {K - 1}")
         self.splits = plan_expert_splits(counts, thresholds, key)
         self.threshold_key = key
-        if a.LR_SCALE not in LR_SCALES:
-            raise UserError(f"unknown ACE.LR_SCALE {a.LR_SCALE!r}; valid: {', '.join(LR_SCALES)}")
-        self.lr_rule = a.LR_SCALE
+        self.lr_rule = choose(a.LR_SCALE, LR_SCALES, "ACE.LR_SCALE")
         self.norm_with_scales = bool(a.NORM_WITH_SCALES)
         if cfg.LOSS.LOSS_TYPE not in LOSS_TYPES:
             raise UserError(f"METHOD ace computes its own loss (ResCELoss, specs/ace.md §4): LOSS.LOSS_TYPE must be "
@@ -316,9 +321,7 @@ class ACEMethod(Method):
         """mix_up_group in epochs 1..MAX_EPOCH: x = λ·x_a + (1 − λ)·x_b, λ ~ Beta(α, α) once per batch."""
         if not self._mixing(epoch):
             return batch
-        lam = mixing.sample_lambda(self.alpha)
-        perm, _ = mixing.pair_permutation(batch["image"].shape[0], batch["image"].device)
-        return dict(batch, image=mixing.mix(batch["image"], lam, perm), label_b=batch["label"][perm], lam=lam)
+        return mixing.mixup_batch(batch, self.alpha)
 
     def lr_scales(self, batch):
         """batch_share: s_k = (λ·#S_k(y_a) + (1 − λ)·#S_k(y_b)) / B, summed over DDP ranks."""

@@ -1,40 +1,63 @@
-"""The contract between a method and the trainer.
+"""The contract between a method and the rest of the framework: this docstring is its one table.
 
-The trainer (lib/engine/trainer.py) calls only what is listed here and never asks which
-method runs. A method is one module in lib/methods/ that subclasses `Method` and registers
-itself with `@METHODS.register("name")`; it is selected by the config key `METHOD`.
+The trainer, the tools and valid.py call only what is listed here and never ask which method runs. A
+method is one module in lib/methods/ that subclasses `Method` and registers itself with
+`@METHODS.register("name")`; the config key `METHOD` selects it. Every member has a default below, so a
+method overrides only what it needs.
 
+Config (static, called on the class before any method exists)
+    add_config(cfg)              add the method's own config node (e.g. cfg.WB) to the defaults, and the
+                                 release's keys it accepts (lib/utils/unused_keys.py: accept_unused)
+    matches_release_config(cfg)  True if a YAML without METHOD is this method's original release config
+                                 (then METHOD is set to this method, with a notice)
+    adapt_config(cfg, explicit)  translate the release's spellings in place before the config is frozen
+                                 (explicit = dotted keys the YAML / command line set); returns notices for
+                                 the log. Must be idempotent
+    resume_may_change(cfg)       -> config keys (dotted; a node covers its keys) a full resume may change
+                                 besides the run-control ones (ACE: TRAIN.UNMIX_EPOCH); default ()
+    loss_name(cfg)               -> the loss this config trains with, for reports (default LOSS.LOSS_TYPE)
+
+Building and loading
     __init__(cfg, counts)        build the networks from the config and the training counts n_c
+    epochs                       number of epochs the trainer runs (default TRAIN.MAX_EPOCH; ACE adds
+                                 its un-mixed epochs)
+    describe()                   -> lines the trainer logs once at start-up (e.g. ACE's expert splits)
+    pretrained_may_lack          key substrings a NETWORK.PRETRAINED_MODEL may lack (LWS's scales); ()
+    pretrained_may_mismatch      key substrings after_pretrained_loaded re-initialises, so a
+                                 NETWORK.PRETRAINED_MODEL's may differ in shape or be absent; ()
+    after_pretrained_loaded()    stage two: called after NETWORK.PRETRAINED_MODEL is loaded
+    pretrained_reports()         -> lines saying what BACKBONE.PRETRAINED_MODEL loaded into each backbone
+
+Training step (the order of lib/engine/trainer.py: train_step)
+    prepare_batch(batch, epoch)  before forward, on the device, outside DataParallel: mixup etc.
+    lr_scales(batch)             -> None or {group name: lr_scale}, asked before every optimizer step
+                                 (a per-iteration LR ratio, e.g. ACE's batch_share rule)
     forward(batch) -> outputs    the network pass (runs under DataParallel/DDP and autocast);
                                  `batch` is a dict: image, [image2], label, index, + what
                                  prepare_batch added. Outputs: a tensor, list or dict of tensors
-    prepare_batch(batch, epoch)  before forward, on the device, outside DataParallel: mixup etc.
     loss(outputs, batch, epoch)  -> (scalar loss, {name: float tensor} logged per epoch)
-    predict(outputs)             -> {"logits": B x C, "members": {name: B x C}}: one prediction
-                                 for evaluation plus each expert's/head's own, for reporting
+    after_optimizer_step()       after every optimizer step (MaxNorm projection, EMA updates)
     param_groups()               -> [{"params": [...], "lr_scale": s, "name": str, ["weight_decay"]}]
                                  the scheduler sets lr = BASE_LR * schedule(epoch) * lr_scale
     on_epoch_start(epoch)        epoch-dependent state (DRW switches, CADEL's T); epochs are 1-based
     on_epoch_end(epoch)          -> optional {name: value} logged for the epoch
-    after_optimizer_step()       after every optimizer step (MaxNorm projection, EMA updates)
+
+Prediction and reports
+    predict(outputs)             -> {"logits": B x C, "members": {name: B x C}}: one prediction
+                                 for evaluation plus each expert's/head's own, for reporting
+    prediction_name              what predict's "logits" is, shown in tables as `main (<name>)`
+                                 ("last head", "mean of experts' logits"); "" shows plain `main`
     classifier_heads()           heads with .weight/.bias, for post-hoc tau-norm and reports
-    after_pretrained_loaded()    stage two: called after NETWORK.PRETRAINED_MODEL is loaded
-    epochs                       number of epochs the trainer runs (default TRAIN.MAX_EPOCH; ACE adds
-                                 its un-mixed epochs)
-    lr_scales(batch)             -> None or {group name: lr_scale}, asked before every optimizer step
-                                 (a per-iteration LR ratio, e.g. ACE's batch_share rule)
-    describe()                   -> lines the trainer logs once at start-up (e.g. ACE's expert splits)
-    add_config(cfg) [static]     add the method's own config node (e.g. cfg.WB) to the defaults, and the
-                                 release's keys it accepts (lib/config/compat.py: accept_unused)
-    matches_release_config(cfg) [static]  True if a YAML without METHOD is this method's original
-                                 release config (then METHOD is set to this method, with a notice)
-    adapt_config(cfg, explicit) [static]  translate the release's spellings in place before the config
-                                 is frozen (explicit = dotted keys the YAML / command line set);
-                                 returns notices for the log. Must be idempotent.
+    tau_normalize(tau)           post-hoc tau-normalisation of classifier_heads() in place (TEST.TAU_NORM)
+    posthoc_taus                 the tau grid tools/posthoc_tau.py searches; () = its default grid
+
+Anything a method must remember across a resume belongs in registered buffers or parameters, so that
+checkpoints carry it.
 """
 import torch
 from torch import nn
 
+from ..models.posthoc import tau_normalize_
 from ..utils.registry import Registry
 
 METHODS = Registry("method")
@@ -60,9 +83,17 @@ class Method(nn.Module):
         return []
 
     @staticmethod
+    def resume_may_change(cfg):
+        return ()
+
+    @staticmethod
     def loss_name(cfg):
-        """The loss this config trains with, for reports (a method with its own loss overrides it)."""
         return cfg.LOSS.LOSS_TYPE
+
+    pretrained_may_lack = ()
+    pretrained_may_mismatch = ()
+    prediction_name = ""
+    posthoc_taus = ()
 
     @property
     def epochs(self):
@@ -102,5 +133,12 @@ class Method(nn.Module):
     def classifier_heads(self):
         return []
 
+    def tau_normalize(self, tau):
+        for head in self.classifier_heads():
+            tau_normalize_(head, tau)
+
     def after_pretrained_loaded(self):
         pass
+
+    def pretrained_reports(self):
+        return sorted({m.pretrained_report for m in self.modules() if getattr(m, "pretrained_report", "")})

@@ -38,6 +38,7 @@ from ..models.heads import CosNorm
 from ..models.network import backbone_from_config
 from ..models.tapped_network import TappedNetwork, check_taps, default_taps
 from ..utils.errors import UserError
+from ..utils.registry import choose
 from . import mixing
 from .base import METHODS, Method
 
@@ -113,6 +114,10 @@ def cascade_loss(logits, y, T, bins, gamma, base, down_weight=False, terms=softm
 
 @METHODS.register("cadel")
 class CADEL(Method):
+    @property
+    def prediction_name(self):
+        return "last head" if self.headline == "last" else "mean of heads' logits"
+
     @staticmethod
     def loss_name(cfg):
         return f"cascade {cfg.CADEL.LOSS} (LOSS.LOSS_TYPE unused)"
@@ -148,15 +153,9 @@ class CADEL(Method):
         c = cfg.CADEL
         if c.BINS < 1:
             raise UserError(f"CADEL.BINS must be >= 1, got {c.BINS}")
-        if c.WEIGHTING not in WEIGHTINGS:
-            raise UserError(f"unknown CADEL.WEIGHTING {c.WEIGHTING!r}; valid: {', '.join(WEIGHTINGS)}")
-        if c.LOSS not in TERMS:
-            raise UserError(f"unknown CADEL.LOSS {c.LOSS!r}; valid: {', '.join(TERMS)}")
-        if c.HEADLINE not in HEADLINES:
-            raise UserError(f"unknown CADEL.HEADLINE {c.HEADLINE!r}; valid: {', '.join(HEADLINES)}")
-        if c.PRETRAINED_SHAPE_MATCH not in SHAPE_MATCH:
-            raise UserError(f"unknown CADEL.PRETRAINED_SHAPE_MATCH {c.PRETRAINED_SHAPE_MATCH!r}; "
-                            f"valid: {', '.join(SHAPE_MATCH)}")
+        for key, valid in (("WEIGHTING", WEIGHTINGS), ("LOSS", TERMS), ("HEADLINE", HEADLINES),
+                           ("PRETRAINED_SHAPE_MATCH", SHAPE_MATCH)):
+            choose(c[key], valid, f"CADEL.{key}")
         if c.MIXUP_ALPHA < 0:
             raise UserError(f"CADEL.MIXUP_ALPHA must be >= 0 (0 = no mixup), got {c.MIXUP_ALPHA}")
         if c.BACKBONE_LR_SCALE < 0:
@@ -212,13 +211,10 @@ class CADEL(Method):
 
     # -- training
     def prepare_batch(self, batch, epoch):
-        """Input mixup (training, CADEL.MIXUP_ALPHA > 0): lam ~ Beta(a, a) once per batch, a random pairing
-        perm; image <- lam x + (1 - lam) x[perm], adds label_b = y[perm] and lam."""
+        """Input mixup while training when CADEL.MIXUP_ALPHA > 0 (mixing.mixup_batch)."""
         if not (self.training and self.alpha > 0):
             return batch
-        lam = mixing.sample_lambda(self.alpha)
-        perm, _ = mixing.pair_permutation(batch["image"].shape[0], batch["image"].device)
-        return dict(batch, image=mixing.mix(batch["image"], lam, perm), label_b=batch["label"][perm], lam=lam)
+        return mixing.mixup_batch(batch, self.alpha)
 
     def forward(self, batch):
         """[z_1, ..., z_K], each (B, C), shallow to deep."""

@@ -12,6 +12,7 @@ from ..losses import build_loss
 from ..models.heads import build_head
 from ..models.network import Network
 from ..utils.errors import UserError
+from ..utils.registry import choose
 from . import mixing
 from .base import METHODS, Method
 
@@ -24,9 +25,7 @@ class CrossEntropyMethod(Method):
         super().__init__(cfg, counts)
         self.net = Network(cfg, self.num_classes)
         self.criterion = build_loss(cfg, counts)
-        self.combiner = cfg.TRAIN.COMBINER.TYPE
-        if self.combiner not in COMBINERS:
-            raise UserError(f"unknown TRAIN.COMBINER.TYPE {self.combiner!r}; valid: {', '.join(COMBINERS)}")
+        self.combiner = choose(cfg.TRAIN.COMBINER.TYPE, COMBINERS, "TRAIN.COMBINER.TYPE")
         comb = cfg.TRAIN.COMBINER
         self.alpha = comb.ALPHA
         if self.combiner != "default" and not self.alpha > 0:

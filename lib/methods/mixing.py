@@ -1,4 +1,4 @@
-"""Batch mixing for the CE method's TRAIN.COMBINER.TYPE (docs/methods/baselines.md).
+"""Batch mixing shared by methods: CE's TRAIN.COMBINER.TYPE (docs/methods/baselines.md), ACE, CADEL.
 
 λ ~ Beta(α, α) is drawn once per batch and a random permutation pairs sample a with sample
 b = perm(a); both come from torch's global CPU RNG, which checkpoints save and restore. The
@@ -36,6 +36,14 @@ def pair_permutation(batch_size, device=None, chunks=1):
 def mix(x, lam, index):
     """λ·x + (1 − λ)·x[index]."""
     return lam * x + (1 - lam) * x[index]
+
+
+def mixup_batch(batch, alpha):
+    """Input mixup: λ ~ Beta(α, α) once per batch, a random pairing perm; image <- λ·x + (1 − λ)·x[perm],
+    and the batch gains label_b = y[perm] and lam (ACE's mix_up_group, CADEL.MIXUP_ALPHA)."""
+    lam = sample_lambda(alpha)
+    perm, _ = pair_permutation(batch["image"].shape[0], batch["image"].device)
+    return dict(batch, image=mix(batch["image"], lam, perm), label_b=batch["label"][perm], lam=lam)
 
 
 def remix_label_weights(counts, y_a, y_b, lam, kappa, tau):

@@ -34,13 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from ..config.compat import accept_unused
+from ..utils.unused_keys import accept_unused
 from ..models import batched_experts as batched
 from ..models.backbones import build_backbone
 from ..models.heads import build_head
 from ..models.network import in_channels
 from ..utils import distributed as dist_utils
 from ..utils.errors import UserError
+from ..utils.registry import choose
 from .base import METHODS, Method
 
 HCM_FILLS = ("subset", "zero")
@@ -176,6 +177,8 @@ def num_experts(cfg):
 
 @METHODS.register("ncl")
 class NCLMethod(Method):
+    prediction_name = "mean of experts' logits"
+
     # -------------------------------------------------------------- config
     @staticmethod
     def add_config(cfg):
@@ -302,9 +305,7 @@ class NCLMethod(Method):
         if cfg.BACKBONE.FREEZE:
             raise UserError("METHOD ncl trains its experts end to end: BACKBONE.FREEZE must be False")
         loss = cfg.LOSS
-        self.fill = loss.HCM_FILL
-        if self.fill not in HCM_FILLS:
-            raise UserError(f"unknown LOSS.HCM_FILL {self.fill!r}; valid: {', '.join(HCM_FILLS)}")
+        self.fill = choose(loss.HCM_FILL, HCM_FILLS, "LOSS.HCM_FILL")
         if int(loss.HCM_N) < 0:
             raise UserError(f"LOSS.HCM_N must be >= 1 (0 = 30% of the classes), got {loss.HCM_N}")
         # more hard categories than classes (a CIFAR-100 config on a 10-class set): the whole label space

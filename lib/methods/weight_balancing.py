@@ -17,6 +17,7 @@ import torch
 from yacs.config import CfgNode as CN
 
 from ..utils.errors import UserError
+from ..utils.registry import choose
 from .base import METHODS
 from .ce import CrossEntropyMethod
 
@@ -56,8 +57,7 @@ class WeightBalancingMethod(CrossEntropyMethod):
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
         wb = cfg.WB
-        if wb.PGD_EVERY not in PGD_EVERY:
-            raise UserError(f"unknown WB.PGD_EVERY {wb.PGD_EVERY!r}; valid: {', '.join(PGD_EVERY)}")
+        choose(wb.PGD_EVERY, PGD_EVERY, "WB.PGD_EVERY")
         if not 0.0 <= wb.MAXNORM_THRESH <= 1.0:
             raise UserError(f"WB.MAXNORM_THRESH must be in [0, 1], got {wb.MAXNORM_THRESH}")
         self.maxnorm = wb.MAXNORM

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lib.utils.errors import UserError
-from lib.utils.registry import Registry
+from lib.utils.registry import Registry, choose
 
 from .backbones import kaiming_imagenet_
 from .heads import CosNorm
@@ -131,10 +131,8 @@ class ViTAuxHead(nn.Module):
 
         if depth < 1:
             raise UserError(f"CADEL.AUX_DEPTH must be >= 1 for the vit aux head, got {depth}")
-        if init not in self.INITS:
-            raise UserError(f"unknown CADEL.VIT_AUX_INIT {init!r}; valid: {', '.join(self.INITS)}")
-        if lr_layer not in self.LR_LAYERS:
-            raise UserError(f"unknown CADEL.AUX_LR_LAYER {lr_layer!r}; valid: {', '.join(self.LR_LAYERS)}")
+        choose(init, self.INITS, "CADEL.VIT_AUX_INIT")
+        choose(lr_layer, self.LR_LAYERS, "CADEL.AUX_LR_LAYER")
         ref = backbone.blocks[block_index]
         dim = backbone.embed_dim
         drop_path = float(getattr(ref.drop_path1, "drop_prob", 0.0))

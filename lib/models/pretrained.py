@@ -26,11 +26,8 @@ key must be found; CADEL's shape_match="skip" keeps only the keys that fit.
 The one-line report of what was loaded and skipped is kept on the module (`pretrained_report`); the
 trainer logs it at start-up.
 """
-import os
-
-import torch
-
 from lib.utils.errors import UserError
+from lib.utils.state_dict import read_state_dict
 
 # torchvision ResNet top-level names -> ours (layer1..layer4 keep their names).
 _TV_PREFIXES = {"conv1.": "stem.conv1.", "bn1.": "stem.bn1."}
@@ -41,28 +38,7 @@ _CONTAINERS = ("state_dict", "model", "net")
 def load_state_dict_file(path):
     """Read a state dict (name -> tensor) from `path`; a checkpoint dict holding it under
     "state_dict", "model" or "net" is unwrapped. Raises UserError naming the file otherwise."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError(f"pretrained weights file {path} does not exist")
-    from lib.engine.checkpoint import safe_torch_load
-
-    try:
-        obj = safe_torch_load(path)
-    except UserError:  # a refusal: it names the global and what to do
-        raise
-    except Exception as e:  # zip/EOF errors of many kinds
-        msg = " ".join(str(e).split())[:200]
-        raise UserError(f"pretrained weights file {path} could not be read: {type(e).__name__}: {msg}") from None
-    if isinstance(obj, dict):
-        for key in _CONTAINERS:
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not (isinstance(obj, dict) and obj and all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())):
-        raise UserError(f"pretrained weights file {path} is not a state dict "
-                        f"(expected a non-empty dict of name -> tensor, or one under 'state_dict'/'model'/'net')")
-    return obj
+    return read_state_dict(path, _CONTAINERS)
 
 
 def _short(items):

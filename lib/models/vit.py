@@ -18,14 +18,13 @@ vit_tiny_p4 (D 64, 6 blocks, 4 heads, 4-px patches: the CPU-sized variant for 28
 Weights are initialised by timm (BACKBONE.INIT does not apply). timm is imported through
 lib/utils/tv.py (torchvision import fix on the CPU wheel).
 """
-import os
 from functools import partial
 
-import torch
 from torch import nn
 
 from lib.models.pretrained import fit_problems
 from lib.utils.errors import UserError
+from lib.utils.state_dict import read_state_dict, strip_prefix
 from lib.utils.tv import torchvision  # noqa: F401  (must precede timm: it imports torchvision)
 
 from timm.layers import resample_abs_pos_embed  # noqa: E402
@@ -121,23 +120,8 @@ class ViTBackbone(VisionTransformer):
 
 
 def _read_state_dict(path):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError(f"pretrained weights file {path} does not exist (ViT checkpoints are never downloaded: "
-                        "put the file there, see the config's header comment)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"pretrained weights file {path} could not be read: {type(e).__name__}: "
-                        f"{' '.join(str(e).split())[:200]}") from None
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
-        raise UserError(f"pretrained weights file {path} is not a state dict (expected name -> tensor, "
-                        "or one under 'model' / 'state_dict')")
-    obj = {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    obj = strip_prefix(read_state_dict(path, ("model", "state_dict", "model_ema"), missing_hint=(
+        " (ViT checkpoints are never downloaded: put the file there, see the config's header comment)")))
     for prefix in ("net.backbone.", "backbone.", "encoder."):  # a framework / wrapped checkpoint: its backbone only
         if any(k.startswith(prefix) for k in obj):
             return {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}

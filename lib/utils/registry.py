@@ -28,3 +28,10 @@ class Registry:
 
     def __contains__(self, name):
         return name in self._items
+
+
+def choose(name, valid, key, error=UserError):
+    """`name` if it is one of `valid`, else the one-line error `unknown KEY 'name'; valid: a, b`."""
+    if name not in valid:
+        raise error(f"unknown {key} {name!r}; valid: {', '.join(valid)}")
+    return name
