@@ -115,8 +115,19 @@ def convert(release, data_root="data"):
     c = Conversion()
     opt = release["training_opt"]
     c.set("METHOD", "cadel")
+    taus = _data_and_run(c, opt, data_root)
+    bname, btype = _backbone(c, release["networks"], opt)
+    vit = btype == "vit_b16"
+    _recipe(c, btype, taus)
+    _networks(c, release["networks"], bname, btype)
+    _schedule(c, release, opt, vit)
+    _mixup(c, release)
+    _everything_else(c, release, opt, vit)
+    return c
 
-    # ---- data and run
+
+def _data_and_run(c, opt, data_root):
+    """Dataset files, transforms, run and CADEL keys of training_opt; returns the dataset's tau grid."""
     ds = opt.get("dataset")
     if ds not in DATASETS:
         raise UserError(f"training_opt.dataset {ds!r} is not one of {', '.join(DATASETS)}")
@@ -150,19 +161,23 @@ def convert(release, data_root="data"):
             c.set(target, int(opt[key]) if key == "bins" else float(opt[key]))
     if opt.get("num_classes") is not None:
         c.set("DATASET.NUM_CLASSES", int(opt["num_classes"]))
+    return taus
 
-    # ---- networks
-    nets = release["networks"]
+
+def _backbone(c, nets, opt):
+    """The one feature model: returns (its network name, BACKBONE.TYPE)."""
     backbone_nets = [n for n, v in nets.items() if isinstance(v, dict) and _is_backbone(n, v)]
     if len(backbone_nets) != 1:
         raise UserError(f"networks: expected one feature model (feat_model), found {backbone_nets or 'none'}")
     bname = backbone_nets[0]
-    bnet = nets[bname]
-    btype = backbone_of(bnet.get("def_file", ""), str(opt.get("backbone", "")))
-    vit = btype == "vit_b16"
-    feat_dim = VIT_DIM if vit else 2048
+    btype = backbone_of(nets[bname].get("def_file", ""), str(opt.get("backbone", "")))
     c.set("BACKBONE.TYPE", btype)
-    if vit:  # the ViT heads, loss, optimisation, tau grid and headline (docs/methods/cadel.md)
+    return bname, btype
+
+
+def _recipe(c, btype, taus):
+    """The release runner's fixed choices for this backbone: heads, loss, optimiser, tau grid, headline."""
+    if btype == "vit_b16":  # docs/methods/cadel.md
         c.set("CADEL.TAPS", ["block7", "block9"])
         c.set("CADEL.AUX_HEAD", "vit")
         c.set("CADEL.LOSS", "sigmoid")
@@ -188,7 +203,13 @@ def convert(release, data_root="data"):
         c.set("CADEL.SE_BIAS", False)
         c.set("TRAIN.OPTIMIZER.TYPE", "SGD")
         c.set("TRAIN.OPTIMIZER.NESTEROV", False)
-    head_lr, backbone_lr, wds = None, None, []
+
+
+def _networks(c, nets, bname, btype):
+    """Every networks.<name> key: backbone freezing, optimiser settings, network parameters; then the LRs."""
+    vit = btype == "vit_b16"
+    lrs = {"head": None, "backbone": None}
+    wds = []  # (key, weight decay, of the backbone)
     for name, net in nets.items():
         if not isinstance(net, dict):
             c.drop(f"networks.{name}", "not a network mapping")
@@ -207,59 +228,72 @@ def convert(release, data_root="data"):
                     c.drop(where, "freezing a head network is not supported (only the backbone: BACKBONE.FREEZE)")
             elif key == "optim_params" and isinstance(value, dict):
                 for k, v in value.items():
-                    w = f"{where}.{k}"
-                    if k == "lr":
-                        if is_bb:
-                            backbone_lr = float(v)
-                        elif head_lr is None:
-                            head_lr = float(v)
-                        elif float(v) != head_lr:
-                            c.drop(w, f"head networks share one LR here; using {head_lr}")
-                    elif k == "momentum":
-                        if vit:
-                            c.drop(w, "AdamW (the ViT runner) has no momentum")
-                        else:
-                            c.set("TRAIN.OPTIMIZER.MOMENTUM", float(v))
-                    elif k == "weight_decay":
-                        wds.append((w, float(v), is_bb))
-                    elif k in VIT_KEYS and vit:
-                        if k == "min_lr":
-                            c.set("TRAIN.LR_SCHEDULER.ETA_MIN", float(v))
-                        elif k == "layer_decay":
-                            c.set("TRAIN.OPTIMIZER.LAYER_DECAY", float(v))
-                        elif k == "adamW2":
-                            c.set("TRAIN.OPTIMIZER.BETAS", [0.9, float(v)])
-                        else:
-                            c.drop(w, "not an optimiser setting")
-                    elif k in VIT_KEYS:
-                        c.drop(w, "ViT optimiser key in a CNN config: unused")
-                    else:
-                        c.drop(w, "not an SGD setting of the release")
+                    _optim_param(c, f"{where}.{k}", k, v, is_bb, vit, lrs, wds)
             elif key == "params" and isinstance(value, dict):
                 for k, v in value.items():
-                    w = f"{where}.{k}"
-                    if k == "scale":
-                        c.set("CADEL.SCALE", float(v))
-                    elif k == "num_classes":
-                        if c.get("DATASET.NUM_CLASSES") not in (None, int(v)):
-                            raise UserError(f"{w} = {v} disagrees with training_opt.num_classes "
-                                            f"{c.get('DATASET.NUM_CLASSES')}")
-                        c.set("DATASET.NUM_CLASSES", int(v))
-                    elif k in ("feat_dim", "in_dim", "feature_dim"):
-                        if int(v) != feat_dim:
-                            raise UserError(f"{w} = {v}: the CADEL {'ViT-B/16' if vit else 'CNN'} backbone has "
-                                            f"{feat_dim}-d features")
-                        c.drop(w, f"checked: {feat_dim}, the backbone's feature width")
-                    elif k in VIT_KEYS and vit:
-                        _vit_param(c, w, k, v)
-                    elif k in VIT_KEYS:
-                        c.drop(w, "ViT network key in a CNN config: unused")
-                    elif k == "normalized":
-                        c.drop(w, "every CADEL head is a CosNorm (normalised) classifier")
-                    else:
-                        c.drop(w, "not used by our CADEL network (architecture fixed by METHOD cadel)")
+                    _net_param(c, f"{where}.{k}", k, v, vit)
             else:
                 c.drop(where, "not a network key we know")
+    _learning_rates(c, lrs["head"], lrs["backbone"], wds, btype)
+
+
+def _optim_param(c, where, k, v, is_bb, vit, lrs, wds):
+    """networks.<name>.optim_params.<k>: an LR (into `lrs`), a weight decay (into `wds`), or a setting."""
+    if k == "lr":
+        if is_bb:
+            lrs["backbone"] = float(v)
+        elif lrs["head"] is None:
+            lrs["head"] = float(v)
+        elif float(v) != lrs["head"]:
+            c.drop(where, f"head networks share one LR here; using {lrs['head']}")
+    elif k == "momentum":
+        if vit:
+            c.drop(where, "AdamW (the ViT runner) has no momentum")
+        else:
+            c.set("TRAIN.OPTIMIZER.MOMENTUM", float(v))
+    elif k == "weight_decay":
+        wds.append((where, float(v), is_bb))
+    elif k in VIT_KEYS and vit:
+        if k == "min_lr":
+            c.set("TRAIN.LR_SCHEDULER.ETA_MIN", float(v))
+        elif k == "layer_decay":
+            c.set("TRAIN.OPTIMIZER.LAYER_DECAY", float(v))
+        elif k == "adamW2":
+            c.set("TRAIN.OPTIMIZER.BETAS", [0.9, float(v)])
+        else:
+            c.drop(where, "not an optimiser setting")
+    elif k in VIT_KEYS:
+        c.drop(where, "ViT optimiser key in a CNN config: unused")
+    else:
+        c.drop(where, "not an SGD setting of the release")
+
+
+def _net_param(c, where, k, v, vit):
+    """networks.<name>.params.<k>: mapped, checked against the backbone, or dropped with the reason."""
+    feat_dim = VIT_DIM if vit else 2048
+    if k == "scale":
+        c.set("CADEL.SCALE", float(v))
+    elif k == "num_classes":
+        if c.get("DATASET.NUM_CLASSES") not in (None, int(v)):
+            raise UserError(f"{where} = {v} disagrees with training_opt.num_classes {c.get('DATASET.NUM_CLASSES')}")
+        c.set("DATASET.NUM_CLASSES", int(v))
+    elif k in ("feat_dim", "in_dim", "feature_dim"):
+        if int(v) != feat_dim:
+            raise UserError(f"{where} = {v}: the CADEL {'ViT-B/16' if vit else 'CNN'} backbone has "
+                            f"{feat_dim}-d features")
+        c.drop(where, f"checked: {feat_dim}, the backbone's feature width")
+    elif k in VIT_KEYS and vit:
+        _vit_param(c, where, k, v)
+    elif k in VIT_KEYS:
+        c.drop(where, "ViT network key in a CNN config: unused")
+    elif k == "normalized":
+        c.drop(where, "every CADEL head is a CosNorm (normalised) classifier")
+    else:
+        c.drop(where, "not used by our CADEL network (architecture fixed by METHOD cadel)")
+
+
+def _learning_rates(c, head_lr, backbone_lr, wds, btype):
+    """BASE_LR (the heads'), CADEL.BACKBONE_LR_SCALE and the one weight decay."""
     if head_lr is None:
         head_lr = backbone_lr
         c.notes.append("no head network with optim_params: heads use the backbone's lr")
@@ -281,8 +315,9 @@ def convert(release, data_root="data"):
         c.notes.append(f"backbone lr {backbone_lr} differs from the heads' {head_lr}: in the ResNet-50/ResNeXt-50 "
                        "release the aux heads sit in the feature model's group; here they take the heads' lr")
 
-    # ---- schedule and criterions
-    cos = bool(release.get("coslr", False))
+
+def _schedule(c, release, opt, vit):
+    """coslr / endlr (CNN) or the ViT runner's per-iteration warmup + cosine."""
     if vit:  # the ViT runner: per-iteration linear warmup + half-cycle cosine to min_lr, whatever coslr says
         c.set("TRAIN.LR_SCHEDULER.TYPE", "warmup_cosine")
         c.set("TRAIN.LR_SCHEDULER.COSINE_DECAY_END", 0)
@@ -293,7 +328,7 @@ def convert(release, data_root="data"):
         for k in ("coslr", "endlr"):
             if k in release:
                 c.drop(k, "the ViT runner always uses the per-iteration warmup + cosine to min_lr")
-    elif cos:
+    elif release.get("coslr", False):
         c.set("TRAIN.LR_SCHEDULER.TYPE", "cosine")
         c.set("TRAIN.LR_SCHEDULER.COSINE_DECAY_END", 0)
         c.set("TRAIN.LR_SCHEDULER.STEP_AT_EPOCH_START", False)
@@ -304,6 +339,10 @@ def convert(release, data_root="data"):
                        "is used (set TRAIN.LR_SCHEDULER yourself)")
         if release.get("endlr") is not None:
             c.drop("endlr", "only used with coslr true")
+
+
+def _mixup(c, release):
+    """criterions.mixup.alpha (no_mixup: 0); the release's other criterions are dropped."""
     crit = release.get("criterions") or {}
     alpha = 0.0
     mix = crit.get("mixup") if isinstance(crit, dict) else None
@@ -322,9 +361,10 @@ def convert(release, data_root="data"):
                 c.drop(f"criterions.{k}", "the loss is CADEL's cascaded loss; the release's other losses "
                                           "are imported but unused")
 
-    # ---- everything else
+
+def _everything_else(c, release, opt, vit):
+    """The remaining top-level and training_opt keys: checked, mapped (ViT), or dropped with the reason."""
     known_top = {"networks", "training_opt", "criterions", "coslr", "endlr", "no_mixup"}
-    opt_vit = {"warmup_epoch"} if vit else set()
     if release.get("model_dir"):
         c.drop("model_dir", "stage two here is `python tools/posthoc_tau.py CONFIG` on our stage-one run (a release "
                             "checkpoint does not load into our network)")
@@ -333,9 +373,10 @@ def convert(release, data_root="data"):
             continue
         c.drop(k, UNUSED_TOP.get(k, "not a CADEL key we know"))
     opt_known = {"batch_size", "num_epochs", "num_workers", "display_step", "bins", "gamma", "base_weight",
-                 "num_classes", "dataset", "log_dir", "image_size", "backbone"}
+                 "num_classes", "dataset", "log_dir", "image_size", "backbone"} | ({"warmup_epoch"} if vit else set())
+    feat_dim = VIT_DIM if vit else 2048
     for k, v in opt.items():
-        if k in opt_known or k in opt_vit:
+        if k in opt_known:
             continue
         w = f"training_opt.{k}"
         if k == "num_dir":
@@ -346,10 +387,8 @@ def convert(release, data_root="data"):
                                 "features")
             c.drop(w, f"checked: {feat_dim}, the backbone's feature width")
         elif k == "sampler":
-            if v:
-                c.drop(w, f"sampler {v!r} ignored: CADEL trains with plain instance sampling")
-            else:
-                c.drop(w, "null: instance sampling, our default")
+            c.drop(w, f"sampler {v!r} ignored: CADEL trains with plain instance sampling" if v
+                   else "null: instance sampling, our default")
         elif k in VIT_KEYS and vit:
             _vit_param(c, w, k, v)
         elif k in VIT_KEYS:
@@ -358,7 +397,6 @@ def convert(release, data_root="data"):
             c.drop(w, UNUSED_TOP[k])
         else:
             c.drop(w, "not used by the CADEL runners")
-    return c
 
 
 def _vit_param(c, where, key, value):

@@ -96,79 +96,17 @@ def parse_command_line(argv, prog, flags=(), description="", configs=("CONFIG",)
     Raises UserError (one line, with the usage) on anything else."""
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = tuple(flags)
-    by_name = {n: f for f in (CFG_FLAG,) + flags for n in f.names}
     usage = usage_line(prog, flags, configs, positionals, default_config, varargs)
 
     def fail(problem):
         raise UserError(f"{problem}; usage: {usage} (flags may come before or after the config)")
 
-    values = {f.dest: (None if f.takes_value else False) for f in flags}
-    cfgs, bare = [], []
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        name, eq, inline = tok.partition("=") if tok.startswith("--") else (tok, "", "")
-        if tok in ("-h", "--help"):
-            _print_help(usage, (CFG_FLAG,) + flags, description)
-            sys.exit(0)
-        flag = by_name.get(name)
-        if flag is None and tok.startswith("--"):
-            fail(f"unknown option '{name}'")
-        if flag is None:
-            bare.append(tok)
-            i += 1
-            continue
-        if not flag.takes_value:
-            if eq:
-                fail(f"option '{name}' takes no value")
-            values[flag.dest] = True
-            i += 1
-            continue
-        if flag.nargs == "+":
-            words = inline.split(",") if eq else []
-            i += 1
-            while not eq and i < len(argv) and _converts(flag.type, argv[i]):
-                words.append(argv[i])
-                i += 1
-            if not words or not all(_converts(flag.type, w) for w in words):
-                fail(f"option '{name}' needs one or more values ({flag.metavar} ...)")
-            values[flag.dest] = [flag.type(w) if flag.type else w for w in words]
-            continue
-        if eq:
-            value, i = inline, i + 1
-        elif i + 1 < len(argv) and argv[i + 1] not in by_name:
-            value, i = argv[i + 1], i + 2
-        else:
-            fail(f"option '{name}' needs a value ({flag.metavar})")
-        if not value.strip():
-            fail(f"option '{name}' is empty (an unset shell variable?)")
-        if flag.choices and value not in flag.choices:
-            fail(f"option '{name}' must be one of {', '.join(flag.choices)}, got {value!r}")
-        if flag.type is not None and not _converts(flag.type, value):
-            fail(f"option '{name}' expects {flag.type.__name__}, got {value!r}")
-        value = flag.type(value) if flag.type is not None else value
-        if flag is CFG_FLAG:
-            if len(cfgs) == len(configs):
-                fail(f"--cfg given more than {len(configs)} time(s)")
-            cfgs.append(value)
-        else:
-            values[flag.dest] = value
+    def show_help():
+        _print_help(usage, (CFG_FLAG,) + flags, description)
+        sys.exit(0)
 
-    if 0 < len(cfgs) < len(configs):
-        fail(f"give all of {', '.join(configs)} with --cfg, or all as bare words")
-    while len(cfgs) < len(configs):
-        if default_config is not None and not (bare and _is_yaml_path(bare[0])):
-            cfgs.append(default_config)
-            continue
-        missing = configs[len(cfgs)]
-        if not bare:
-            fail(f"no {missing} given")
-        word = bare.pop(0)
-        if not word.strip():
-            fail(f"{missing} is empty (an unset shell variable?)")
-        if _LOOKS_LIKE_KEY.match(word) and not _is_yaml_path(word):
-            fail(f"no {missing} given ('{word}' looks like a config KEY, not a YAML file)")
-        cfgs.append(word)
+    values, cfgs, bare = _scan(argv, flags, len(configs), fail, show_help)
+    _take_configs(cfgs, bare, configs, default_config, fail)
     for name in positionals:
         if not bare:
             fail(f"no {name} given")
@@ -184,6 +122,85 @@ def parse_command_line(argv, prog, flags=(), description="", configs=("CONFIG",)
     if len(bare) % 2:
         fail(f"overrides must be KEY VALUE pairs; '{bare[-1]}' has no value")
     return argparse.Namespace(cfg=cfgs[0], cfgs=cfgs, opts=bare, **values)
+
+
+def _scan(argv, flags, n_configs, fail, show_help):
+    """One pass over `argv`: returns (flag values by dest, the --cfg values, the bare words in order)."""
+    by_name = {n: f for f in (CFG_FLAG,) + flags for n in f.names}
+    values = {f.dest: (None if f.takes_value else False) for f in flags}
+    cfgs, bare = [], []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        name, eq, inline = tok.partition("=") if tok.startswith("--") else (tok, "", "")
+        if tok in ("-h", "--help"):
+            show_help()
+        flag = by_name.get(name)
+        if flag is None and tok.startswith("--"):
+            fail(f"unknown option '{name}'")
+        if flag is None:
+            bare.append(tok)
+            i += 1
+        elif not flag.takes_value:
+            if eq:
+                fail(f"option '{name}' takes no value")
+            values[flag.dest] = True
+            i += 1
+        else:
+            value, i = _flag_value(flag, name, argv, i, inline if eq else None, by_name, fail)
+            if flag is not CFG_FLAG:
+                values[flag.dest] = value
+            elif len(cfgs) == n_configs:
+                fail(f"--cfg given more than {n_configs} time(s)")
+            else:
+                cfgs.append(value)
+    return values, cfgs, bare
+
+
+def _flag_value(flag, name, argv, i, inline, by_name, fail):
+    """The value of the flag at argv[i] (`inline`: the text after `=`, else None), checked and converted;
+    returns (value, index of the next word)."""
+    if flag.nargs == "+":
+        words = inline.split(",") if inline is not None else []
+        i += 1
+        while inline is None and i < len(argv) and _converts(flag.type, argv[i]):
+            words.append(argv[i])
+            i += 1
+        if not words or not all(_converts(flag.type, w) for w in words):
+            fail(f"option '{name}' needs one or more values ({flag.metavar} ...)")
+        return [flag.type(w) if flag.type else w for w in words], i
+    if inline is not None:
+        value, i = inline, i + 1
+    elif i + 1 < len(argv) and argv[i + 1] not in by_name:
+        value, i = argv[i + 1], i + 2
+    else:
+        fail(f"option '{name}' needs a value ({flag.metavar})")
+    if not value.strip():
+        fail(f"option '{name}' is empty (an unset shell variable?)")
+    if flag.choices and value not in flag.choices:
+        fail(f"option '{name}' must be one of {', '.join(flag.choices)}, got {value!r}")
+    if flag.type is not None and not _converts(flag.type, value):
+        fail(f"option '{name}' expects {flag.type.__name__}, got {value!r}")
+    return (flag.type(value) if flag.type is not None else value), i
+
+
+def _take_configs(cfgs, bare, configs, default_config, fail):
+    """Complete `cfgs` (the --cfg values) from the leading bare words, else `default_config`."""
+    if 0 < len(cfgs) < len(configs):
+        fail(f"give all of {', '.join(configs)} with --cfg, or all as bare words")
+    while len(cfgs) < len(configs):
+        if default_config is not None and not (bare and _is_yaml_path(bare[0])):
+            cfgs.append(default_config)
+            continue
+        missing = configs[len(cfgs)]
+        if not bare:
+            fail(f"no {missing} given")
+        word = bare.pop(0)
+        if not word.strip():
+            fail(f"{missing} is empty (an unset shell variable?)")
+        if _LOOKS_LIKE_KEY.match(word) and not _is_yaml_path(word):
+            fail(f"no {missing} given ('{word}' looks like a config KEY, not a YAML file)")
+        cfgs.append(word)
 
 
 def flag_words(args, flags):
