@@ -125,3 +125,57 @@ def test_cadel_prediction_and_logit_adjustment_match_the_release(case):
     assert out["log_uniform"] == pytest.approx(math.log(1 / p["C"]), rel=1e-7)
     assert_close(ours, out["adjusted_logits"], "adjusted logits")
     assert ours.argmax(1).tolist() == out["argmax"]
+
+
+# ---------------------------------------------------------------- NCL (Bazinga699/NCL)
+NCL_CONFIG = "configs/cifar100_lt/ncl_if100.yaml"  # the published CIFAR config: its HCM_FILL is the release's
+
+
+def ncl_method(p, counts):
+    opts = ["NCL.NUM_EXPERTS", str(p["K"]), "LOSS.HCM_N", str(p["HCM_N"]), "LOSS.CE_RATIO", str(p["CE_RATIO"]),
+            "LOSS.HCM_RATIO", str(p["HCM_RATIO"]), "NCL.BATCHED_EXPERTS", "False",
+            "LOSS.MULTI_CLASIIFIER_LOSS.DIVERSITY_FACTOR", str(p["DIVERSITY_FACTOR"]),
+            "LOSS.MULTI_CLASIIFIER_LOSS.DIVERSITY_FACTOR_HCM", str(p["DIVERSITY_FACTOR_HCM"])]
+    if "D" in p:  # the MoCo branch (NETWORK.MOCO), the release's quirks as in its contrastive config
+        opts += ["NETWORK.MOCO", "True", "NETWORK.MOCO_DIM", str(p["D"]), "NETWORK.MOCO_K", str(p["Q"]),
+                 "NETWORK.MOCO_T", str(p["T"]), "LOSS.CON_RATIO", str(p["CON_RATIO"]), "TRAIN.BATCH_SIZE", str(p["B"]),
+                 "TRANSFORMS.SECOND_VIEW_TRANSFORMS", "('random_horizontal_flip',)", "NCL.MOCO.SHUFFLE_BN", "False",
+                 "NCL.MOCO.REPLICATE_RELEASE_QUIRKS", "True"]
+    cfg = build_config(os.path.join(ROOT, NCL_CONFIG), opts)
+    return build_method(cfg, counts)
+
+
+@pytest.mark.parametrize("case", cases("ncl"))
+def test_ncl_nil_nbod_and_infonce_match_the_release(case):
+    from lib.methods.ncl import hcm_indices, hcm_mask
+
+    p, x, out = case["params"], case["inputs"], case["outputs"]
+    method = ncl_method(p, x["counts"]).train()
+    logits = [tensor(z, grad=True) for z in x["logits"]]
+    labels = tensor(x["labels"], torch.long)
+    outputs = {"logits": torch.stack(logits, dim=1)}
+    inputs = list(logits)
+    if "q" in x:
+        q = [tensor(v, grad=True) for v in x["q"]]
+        inputs += q
+        outputs.update(q=torch.stack(q, dim=1), k=torch.stack([tensor(v) for v in x["k"]], dim=1))
+        method.moco_queue.copy_(tensor(x["queue"]))
+        method.moco_queue_ptr.fill_(p["queue_ptr"])
+    loss, logs = method.loss(outputs, {"label": labels}, 1)
+    assert_close(loss, out["loss"], "loss")
+    g = grads(loss, inputs)
+    assert_close(g[:p["K"]], out["grad_logits"], "grad_logits")
+    if "q" in x:
+        assert_close(g[p["K"]:], out["grad_q"], "grad_q")
+        method.after_optimizer_step()  # the keys enter the queue
+        assert_close(method.moco_queue, out["queue_after"], "queue after")
+        assert [int(method.moco_queue_ptr)] * p["K"] == out["queue_ptr_after"]
+        return
+    mask = hcm_mask(hcm_indices(logits[0], labels, p["HCM_N"]), p["C"])
+    assert mask.long().tolist() == out["hcm_mask"]
+    from lib.methods.ncl import balanced_logits, hard_logits, summed_ce
+
+    zb = balanced_logits(outputs["logits"], method.log_counts)
+    assert_close(summed_ce(zb, labels), out["balanced_ce_sum"], "balanced CE sum")
+    hard, y_hard = hard_logits(zb, labels, hcm_indices(logits[0], labels, method.hcm_n), method.fill)
+    assert_close(summed_ce(hard, y_hard), out["hcm_ce_sum"], "hard-category CE sum")

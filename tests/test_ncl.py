@@ -1,4 +1,4 @@
-"""NCL (specs/ncl.md): HCM, balanced logits, NIL, NBOD, the MoCo branch (queue, EMA, shuffle-BN), the
+"""NCL (docs/methods/ncl.md): HCM, balanced logits, NIL, NBOD, the MoCo branch (queue, EMA, shuffle-BN), the
 ensemble, batched vs sequential experts, release-config compatibility, and end-to-end runs through
 the launchers (SIGKILL + --ar resume, valid.py rows, 2-process gloo DDP with MoCo)."""
 import json
@@ -35,7 +35,7 @@ def batch_of(b=8, classes=5, seed=0, size=16):
             "label": torch.randint(0, classes, (b,), generator=g), "index": torch.arange(b)}
 
 
-# ---------------------------------------------------------------- HCM, balanced logits, NIL (spec §2)
+# ---------------------------------------------------------------- HCM, balanced logits, NIL
 def test_hcm_mask_holds_the_ground_truth_and_the_top_negatives_of_expert_one():
     z0 = torch.tensor([[5.0, 1.0, 4.0, 3.0, 2.0], [0.0, 9.0, 8.0, 7.0, 1.0], [1.0, 2.0, 3.0, 4.0, 50.0]])
     y = torch.tensor([2, 1, 0])
@@ -79,7 +79,7 @@ def test_the_subset_softmax_is_a_softmax_over_the_mined_logits_and_zero_fill_is_
     assert F.cross_entropy(zero[b, i][None], y[b][None]).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-# ---------------------------------------------------------------- NBOD (spec §3)
+# ---------------------------------------------------------------- NBOD
 def kl_reference(logits, w, detach_teacher=False):
     """w/(K−1) Σ_i Σ_{j≠i} F.kl_div(log(p_i + 1e-9), p_j, "batchmean"): the release's formula, pair by pair."""
     p = logits.softmax(-1)
@@ -110,7 +110,7 @@ def test_nbod_is_zero_for_identical_experts_and_positive_otherwise_with_gradient
 
 
 @pytest.mark.parametrize("fill", ["subset", "zero"])
-def test_total_loss_matches_a_reference_written_from_the_spec(fill):
+def test_total_loss_matches_a_reference_written_by_hand(fill):
     m = ncl("LOSS.HCM_N", "3", "LOSS.HCM_FILL", fill, "LOSS.MULTI_CLASIIFIER_LOSS.DIVERSITY_FACTOR", "0.6",
             "LOSS.MULTI_CLASIIFIER_LOSS.DIVERSITY_FACTOR_HCM", "0.4", "LOSS.CE_RATIO", "1.0", "LOSS.HCM_RATIO", "0.5")
     torch.manual_seed(1)
@@ -165,7 +165,7 @@ def test_another_loss_type_and_ncl_plus_are_refused():
         build_config("", ["LOSS.LOSS_TYPE", "NIL_NBOD_plus"])
 
 
-# ---------------------------------------------------------------- MoCo (spec §4)
+# ---------------------------------------------------------------- MoCo
 def step(m, b, opt=None):
     m.train()
     b = m.prepare_batch(dict(b), 1)
@@ -242,15 +242,22 @@ def test_the_key_encoder_starts_as_a_copy_and_moves_by_the_ema_rule_once_per_ste
     assert moved > 0
 
 
-def test_release_quirks_ema_k_times_before_the_step_frozen_key_projector_and_no_copy():
+def test_release_quirks_ema_k_times_after_the_forward_frozen_key_projector_and_no_copy():
     torch.manual_seed(0)
-    m = ncl(*MOCO, "NETWORK.MA_MODEL_ALPHA", "0.9", "NCL.MOCO.REPLICATE_RELEASE_QUIRKS", "True")
+    m = ncl(*MOCO, "NETWORK.MA_MODEL_ALPHA", "0.9", "NCL.MOCO.REPLICATE_RELEASE_QUIRKS", "True",
+            "NCL.MOCO.SHUFFLE_BN", "False")
     q0, k0 = m.experts[0], m.key_experts[0]
     assert not torch.equal(q0.backbone.stem.conv1.weight, k0.backbone.stem.conv1.weight)  # (c) built separately
     old = {n: p.detach().clone() for n, p in m.key_experts.named_parameters()}
     query = {n: p.detach().clone() for n, p in m.experts.named_parameters()}
     m.train()
-    m.prepare_batch(batch_of(), 1)  # (a) before the optimizer step, K = 3 updates: effective momentum 0.9^3
+    batch = m.prepare_batch(batch_of(), 1)
+    assert all(torch.equal(p, old[n]) for n, p in m.key_experts.named_parameters())  # nothing before the forward
+    with torch.no_grad():
+        keys_before = m._keys(batch["image2"]).transpose(0, 1).clone()
+    out = m(batch)
+    assert torch.allclose(out["k"], keys_before)  # (a) the keys come from the key encoder before its update
+    m.loss(out, batch, 1)  # (a) then K = 3 updates before the optimizer step: effective momentum 0.9^3
     for n, p in m.key_experts.named_parameters():
         if ".projector." in n:
             assert torch.equal(p, old[n]), n  # (b) the key projector never moves
@@ -273,7 +280,7 @@ def test_a_local_pretrained_file_loads_into_every_expert_and_key_encoder(tmp_pat
                 assert torch.equal(e.backbone.state_dict()[k], v), k
 
 
-# ---------------------------------------------------------------- inference (spec §5)
+# ---------------------------------------------------------------- inference
 def test_the_ensemble_is_the_mean_of_the_experts_raw_logits():
     m = ncl()
     m.eval()
@@ -367,7 +374,7 @@ def test_batched_experts_handle_syncbatchnorm_modules():
     assert torch.allclose(seq.experts[1].backbone.stem.bn1.running_mean, bat.experts[1].backbone.stem.bn1.running_mean)
 
 
-# ---------------------------------------------------------------- release configs (spec §7)
+# ---------------------------------------------------------------- release configs
 RELEASE_CIFAR100 = """\
 NAME: 'cifar100_im100_NCL'
 OUTPUT_DIR: '{out}'
@@ -440,7 +447,7 @@ TEST:
   NUM_WORKERS: 8
   MODEL_FILE: 'best_model.pth'
 """
-# the _with_contrastive variant differs only in these lines (spec §7)
+# the _with_contrastive variant differs only in these lines
 CONTRASTIVE = [("cifar100_im100_NCL'", "cifar100_im100_NCL_with_contrastive'"),
                ("MULTI_NETWORK_CIFAR_AUGPLIS'", "MULTI_NETWORK_CIFAR_MOCO_AUGPLIS'"),
                ("MOCO: False", "MOCO: True"), ("CON_RATIO: 0.0", "CON_RATIO: 1.0"),

@@ -1,12 +1,12 @@
-"""NCL: Nested Collaborative Learning (Li, Tan, Wan, Lei, Guo, CVPR 2022; spec: specs/ncl.md).
+"""NCL: Nested Collaborative Learning (Li, Tan, Wan, Lei, Guo, CVPR 2022; docs/methods/ncl.md).
 
 K fully separate experts (§1): expert i = its own backbone + GAP + head, all fed the same batch x;
 z_i (B×C) its raw logits, n the training class counts, ẑ_i = z_i + log n (balanced logits, τ = 1).
 
   HCM (§2)   S = {y} ∪ the HCM_N − 1 largest non-target entries of stopgrad(z_0) (expert 0's RAW logits),
              one set per sample shared by every expert; h_i = ẑ_i restricted to S
-             (default: a softmax over the HCM_N gathered logits only, the paper's hard-category space;
-             LOSS.HCM_FILL zero: ẑ_i ⊙ M over all C classes, unselected logits 0 but in the softmax, the release)
+             (LOSS.HCM_FILL zero, the release: ẑ_i ⊙ M over all C classes, unselected logits 0 but in the
+             softmax; subset: a softmax over the HCM_N gathered logits only)
   NIL (§2)   L_NIL = CE_RATIO · Σ_i CE(ẑ_i, y) + HCM_RATIO · Σ_i CE(h_i, y)         (sums over experts)
   NBOD (§3)  NBOD({u_i}, w) = w/(K−1) · Σ_i Σ_{j≠i} KL(p_j ‖ p_i),  p_i = softmax(u_i),
              KL(p_j ‖ p_i) = Σ_c p_j,c (log p_j,c − log(p_i,c + 1e-9)), mean over the batch;
@@ -14,6 +14,7 @@ z_i (B×C) its raw logits, n the training class counts, ẑ_i = z_i + log n (bal
   MoCo (§4)  per expert: projection q_i = g_i(f_i(x)), momentum key encoder k_i = g'_i(f'_i(x')) on the
              second view x' (TRANSFORMS.SECOND_VIEW_TRANSFORMS), queue Q_i (D × MOCO_K);
              InfoNCE_i = CE([q̂·k̂, q̂·Q_i] / T, 0); EMA θ' ← m θ' + (1 − m) θ after every optimizer step
+             (NCL.MOCO.REPLICATE_RELEASE_QUIRKS: K times per step after the forward, key projector frozen)
   total      L = L_NIL + NBOD_full + NBOD_hcm (+ CON_RATIO · Σ_i InfoNCE_i)
   inference  (§5) the mean of the experts' RAW logits (no logit adjustment); every expert reported
 
@@ -27,14 +28,11 @@ a random permutation of the whole batch, undone in `loss`; DDP: the second views
 gathered, permuted by rank 0's permutation and re-split, and the keys are gathered and un-permuted in
 `loss`; the queue receives the keys of every rank.
 """
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from ..utils.unused_keys import accept_unused
 from ..models import batched_experts as batched
 from ..models.backbones import build_backbone
 from ..models.heads import build_head
@@ -43,46 +41,10 @@ from ..utils import distributed as dist_utils
 from ..utils.errors import UserError
 from ..utils.registry import choose
 from .base import METHODS, Method
+from .release import ncl as release
 
 HCM_FILLS = ("subset", "zero")
 KL_EPS = 1e-9  # the release's log(p + 1e-9)
-
-# ---------------------------------------------------------------- release names (spec §7)
-RELEASE_COMBINERS = ("multi_network_default", "multi_network_default_CON")
-RELEASE_SAMPLERS = {  # TRAIN.SAMPLER.MULTI_NETWORK_TYPE[0] -> (TRAIN.SAMPLER.TYPE, WEIGHTED_SAMPLER.TYPE)
-    "default": ("default", None), "weighted_balance": ("weighted sampler", "balance"),
-    "weighted_square": ("weighted sampler", "square"), "weighted_progressive": ("weighted sampler", "progressive"),
-}
-_CIFAR_STRONG = ('TRAIN_TRANSFORMS ("random_crop", "random_horizontal_flip", "autoaugment", "cutout"), '
-                 "NORMALIZE cifar (AutoAugment CIFAR10 policy with FILL 128, Cutout LENGTH 16)")
-_CIFAR_SECOND = ('SECOND_VIEW_TRANSFORMS ("random_resized_crop", "random_horizontal_flip", "color_jitter", '
-                 '"random_grayscale", "gaussian_blur") with RANDOM_RESIZED_CROP.SCALE (0.2, 1.0), COLOR_JITTER '
-                 "(0.4, 0.4, 0.4, HUE 0.1, P 0.8), RANDOM_GRAYSCALE.P 0.2, GAUSSIAN_BLUR (P 0.5, SIGMA (0.1, 2.0))")
-_RANDCLS = ('TRAIN_TRANSFORMS ("random_resized_crop", "random_horizontal_flip", "color_jitter", "randaugment"), '
-            'TEST_TRANSFORMS ("shorter_resize_for_crop", "center_crop"), COLOR_JITTER (0.4, 0.4, 0.4, HUE 0, P 1), '
-            "RANDAUGMENT (NUM_OPS 2, MAGNITUDE 10; torchvision's, the release used timm's rand-n2-m10-mstd0.5)")
-_SIM_SIM = ('("random_resized_crop", "color_jitter", "random_grayscale", "gaussian_blur", '
-            '"random_horizontal_flip") for TRAIN_TRANSFORMS and SECOND_VIEW_TRANSFORMS, TEST_TRANSFORMS '
-            '("shorter_resize_for_crop", "center_crop"), NORMALIZE imagenet')
-RELEASE_DATASETS = {  # the release's dataset class -> the named transforms that reproduce its hard-coded pipeline
-    "MULTI_NETWORK_CIFAR_AUGPLIS": _CIFAR_STRONG + ", TEST_TRANSFORMS ()",
-    "MULTI_NETWORK_CIFAR_MOCO_AUGPLIS": _CIFAR_STRONG + ", TEST_TRANSFORMS (), " + _CIFAR_SECOND,
-    "MULTI_NETWORK_CIFAR_AUGPLIS_NCL_PLUS": _CIFAR_STRONG + " (NCL++'s INTRA_N copies are not implemented: one view)",
-    "ImageNet_LT": _RANDCLS + ", NORMALIZE imagenet",
-    "iNaturalist": _RANDCLS + ", NORMALIZE inat",
-    "Places_LT_MOCO": _SIM_SIM,
-}
-# second views filled in for a two-view release dataset class when TRANSFORMS.SECOND_VIEW_TRANSFORMS is unset
-SECOND_VIEWS = {
-    "MULTI_NETWORK_CIFAR_MOCO_AUGPLIS": (
-        ("random_resized_crop", "random_horizontal_flip", "color_jitter", "random_grayscale", "gaussian_blur"),
-        {"RANDOM_RESIZED_CROP.SCALE": (0.2, 1.0), "COLOR_JITTER.HUE": 0.1, "COLOR_JITTER.P": 0.8,
-         "RANDOM_GRAYSCALE.P": 0.2, "GAUSSIAN_BLUR.P": 0.5, "GAUSSIAN_BLUR.SIGMA": (0.1, 2.0)}),
-    "Places_LT_MOCO": (
-        ("random_resized_crop", "color_jitter", "random_grayscale", "gaussian_blur", "random_horizontal_flip"),
-        {"COLOR_JITTER.HUE": 0.0, "COLOR_JITTER.P": 1.0, "RANDOM_GRAYSCALE.P": 0.2, "GAUSSIAN_BLUR.P": 0.5}),
-}
-
 
 # ---------------------------------------------------------------- losses (spec §2, §3, §4)
 def balanced_logits(z, log_counts):
@@ -198,92 +160,22 @@ class NCLMethod(Method):
         cfg.LOSS.HCM_RATIO = 1.0  # weight of the hard-category CE
         cfg.LOSS.CE_RATIO = 1.0  # weight of the full-space balanced CE
         cfg.LOSS.CON_RATIO = 1.0  # weight of the MoCo InfoNCE (NETWORK.MOCO True only)
-        cfg.LOSS.HCM_FILL = "subset"  # subset: softmax over the mined classes (paper); zero: the release's z*M
+        cfg.LOSS.HCM_FILL = "zero"  # zero: the release's z*M (unselected classes at logit 0 in the softmax) | subset
         cfg.NETWORK.MOCO = False  # the self-supervised MoCo branch (needs TRANSFORMS.SECOND_VIEW_TRANSFORMS)
         cfg.NETWORK.MOCO_K = 1024  # queue length per expert (a multiple of the global TRAIN.BATCH_SIZE)
         cfg.NETWORK.MOCO_DIM = 64  # projection dimension D
         cfg.NETWORK.MOCO_T = 0.2  # InfoNCE temperature
         cfg.NETWORK.MA_MODEL_ALPHA = 0.999  # key-encoder momentum m
         cfg.CLASSIFIER.SEMI_TYPE = "mlp"  # MoCo projection head: Linear(d, d) -> ReLU -> Linear(d, MOCO_DIM)
-        cfg.TRAIN.SAMPLER.MULTI_NETWORK_TYPE = []  # the release's sampler list (translated to TRAIN.SAMPLER.TYPE)
-        unused = "an unused key of the NCL release schema"
-        for key, default, why in (
-                ("CLASSES_NUM", 0, "the class count comes from DATASET.TRAIN_JSON"),
-                ("NETWORK.LOAD_BACKBONE_ONLY", False, unused),
-                ("CLASSIFIER.MULTI_NETWORK_TYPE", [], "every expert gets CLASSIFIER.TYPE"),
-                ("CLASSIFIER.NUM", 0, unused),
-                ("TRANSFORMS.MULTI_AUG", False, "transforms always come from TRANSFORMS.*_TRANSFORMS"),
-                ("DATASET.INTRA_N", 1, "NCL++'s INTRA_N augmented copies are not implemented")):
-            accept_unused(cfg, key, default, why)
+        release.add_keys(cfg)
 
     @staticmethod
     def matches_release_config(cfg):
-        return (cfg.LOSS.LOSS_TYPE in ("NIL_NBOD", "NIL_NBOD_plus")
-                or cfg.TRAIN.COMBINER.TYPE in RELEASE_COMBINERS
-                or len(cfg.BACKBONE.MULTI_NETWORK_TYPE) > 0)
+        return release.matches(cfg)
 
     @staticmethod
     def adapt_config(cfg, explicit):
-        """The release's spellings -> ours, in place and idempotently; returns the notices (spec §7)."""
-        notes = []
-        release = "METHOD" not in explicit and NCLMethod.matches_release_config(cfg)  # a release YAML (no METHOD)
-        if cfg.LOSS.LOSS_TYPE == "NIL_NBOD_plus":
-            raise UserError("LOSS.LOSS_TYPE NIL_NBOD_plus is NCL++ (specs/ncl.md §10), which is not implemented; "
-                            "use NIL_NBOD")
-        if cfg.TRAIN.COMBINER.TYPE in RELEASE_COMBINERS:
-            notes.append(f"TRAIN.COMBINER.TYPE {cfg.TRAIN.COMBINER.TYPE} -> default: METHOD ncl runs the experts and "
-                         f"its loss itself (MoCo on/off is NETWORK.MOCO, now {cfg.NETWORK.MOCO})")
-            cfg.TRAIN.COMBINER.TYPE = "default"
-        types = list(cfg.BACKBONE.MULTI_NETWORK_TYPE)
-        if types and len(set(types)) == 1 and cfg.BACKBONE.TYPE != types[0]:
-            notes.append(f"BACKBONE.TYPE {cfg.BACKBONE.TYPE} -> {types[0]}: the experts' type from "
-                         f"BACKBONE.MULTI_NETWORK_TYPE ({len(types)} experts)")
-            cfg.BACKBONE.TYPE = types[0]
-        samplers = list(cfg.TRAIN.SAMPLER.MULTI_NETWORK_TYPE)
-        if samplers:
-            name = samplers[0]
-            if name not in RELEASE_SAMPLERS:
-                raise UserError(f"unknown TRAIN.SAMPLER.MULTI_NETWORK_TYPE {name!r}; valid: {', '.join(RELEASE_SAMPLERS)}")
-            kind, weighted = RELEASE_SAMPLERS[name]
-            cfg.TRAIN.SAMPLER.TYPE = kind
-            if weighted:
-                cfg.TRAIN.SAMPLER.WEIGHTED_SAMPLER.TYPE = weighted
-            cfg.TRAIN.SAMPLER.MULTI_NETWORK_TYPE = []
-            extra = (" (p_c proportional to sqrt(n_c); the release applied the root twice, n_c^(1/4))"
-                     if name == "weighted_square" else "")
-            notes.append(f"TRAIN.SAMPLER.MULTI_NETWORK_TYPE [{name}] -> TRAIN.SAMPLER.TYPE {kind!r}"
-                         + (f", WEIGHTED_SAMPLER.TYPE {weighted}" if weighted else "") + extra)
-        name = cfg.DATASET.DATASET
-        if name in RELEASE_DATASETS:
-            notes.append(f"DATASET.DATASET {name}: the release hard-coded this class's augmentation; this run uses "
-                         f"TRANSFORMS.TRAIN_TRANSFORMS {tuple(cfg.TRANSFORMS.TRAIN_TRANSFORMS)} as configured; to "
-                         f"match the release set TRANSFORMS.{RELEASE_DATASETS[name]}")
-            if name in SECOND_VIEWS and not len(cfg.TRANSFORMS.SECOND_VIEW_TRANSFORMS) \
-                    and "TRANSFORMS.SECOND_VIEW_TRANSFORMS" not in explicit:
-                names, detail = SECOND_VIEWS[name]
-                cfg.TRANSFORMS.SECOND_VIEW_TRANSFORMS = names
-                set_detail = []
-                for key, value in detail.items():
-                    if f"TRANSFORMS.PROCESS_DETAIL.{key}" not in explicit:
-                        node, leaf = key.split(".")
-                        cfg.TRANSFORMS.PROCESS_DETAIL[node][leaf] = value
-                        set_detail.append(f"{key} {value}")
-                notes.append(f"TRANSFORMS.SECOND_VIEW_TRANSFORMS unset: the release's second view of {name}, "
-                             f"{names}, with PROCESS_DETAIL {', '.join(set_detail) or 'as configured'}")
-        if release:
-            b, world = cfg.TRAIN.BATCH_SIZE, max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
-            per = f"{b // world}" if b % world == 0 else f"{b}/{world} (not divisible: an error at start-up)"
-            notes.append(f"TRAIN.BATCH_SIZE {b} is read as the GLOBAL batch (this framework's reading): {world} "
-                         f"process(es) x {per} images per step. The release read it per GPU under DDP "
-                         f"(TRAIN.DISTRIBUTED {cfg.TRAIN.DISTRIBUTED}) and as the total under DataParallel: to "
-                         f"reproduce a release DDP run on N GPUs set TRAIN.BATCH_SIZE {b} x N")
-            if cfg.NETWORK.PRETRAINED_MODEL and not cfg.NETWORK.PRETRAINED:
-                notes.append(f"NETWORK.PRETRAINED_MODEL {cfg.NETWORK.PRETRAINED_MODEL} is not used (NETWORK.PRETRAINED "
-                             "False); an ImageNet-pretrained backbone for every expert: BACKBONE.PRETRAINED_MODEL")
-        if cfg.LOSS.LOSS_TYPE not in ("NIL_NBOD", "CrossEntropy") and "LOSS.LOSS_TYPE" in explicit:
-            raise UserError(f"METHOD ncl computes its own loss (NIL + NBOD, specs/ncl.md §2-3): LOSS.LOSS_TYPE must "
-                            f"be NIL_NBOD, got {cfg.LOSS.LOSS_TYPE!r}")
-        return notes
+        return release.adapt(cfg, explicit)
 
     # -------------------------------------------------------------- construction
     def __init__(self, cfg, counts):
@@ -430,15 +322,13 @@ class NCLMethod(Method):
 
     # -------------------------------------------------------------- MoCo bookkeeping
     def prepare_batch(self, batch, epoch):
-        """MoCo while training: the release's EMA (quirk a) and shuffle-BN of the second view (module doc)."""
+        """MoCo while training: shuffle-BN of the second view (module doc)."""
         if not (self.moco and self.training):
             return batch
         x2 = batch.get("image2")
         if x2 is None:
             raise UserError("NETWORK.MOCO True: the batch has no second view 'image2' "
                             "(set TRANSFORMS.SECOND_VIEW_TRANSFORMS)")
-        if self.quirks:  # (a) the release: K successive EMA updates per step, before the optimizer step
-            self.momentum_update(times=self.K, projector=False)
         if not self.shuffle_bn:
             return batch
         b, device = x2.shape[0], x2.device
@@ -523,6 +413,8 @@ class NCLMethod(Method):
             total = total + self.con_ratio * con
             logs["infonce"] = con.detach()
             self._pending_keys = k_all  # enqueued after the optimizer step
+            if self.quirks:  # the release: K successive EMA updates after the forward, before the optimizer step
+                self.momentum_update(times=self.K, projector=False)
         return total, logs
 
     def classifier_heads(self):

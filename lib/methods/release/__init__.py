@@ -1,0 +1,8 @@
+"""What each method's original release did that our mathematics does not do by default, in one place per method.
+
+A method's own module (lib/methods/<name>.py) implements its mathematics with named switches for every known
+difference from the release (e.g. CADEL.WEIGHTING, LOSS.HCM_FILL, TRAIN.DROP_LAST). The module here for that
+method translates the release's YAML spellings into our keys and sets the switches to the release's behaviour
+when a release YAML is loaded as shipped. Every difference, its switch and its defaults: docs/deviations.md.
+CADEL's release configs are translated by tools/convert_cadel_config.py.
+"""
