@@ -326,16 +326,16 @@ def test_batch_share_sets_each_expert_lr_to_its_share_of_the_batch_every_step():
 
 
 # ---------------------------------------------------------------- mixup phase
-def test_mixup_switches_off_exactly_after_max_epoch_and_the_run_lasts_max_plus_unmix_epochs():
+def test_mixup_switches_off_at_max_epoch_as_released_and_the_run_lasts_max_plus_unmix_epochs():
     m = ace_method("TRAIN.COMBINER.TYPE", "mix_up_group", "TRAIN.COMBINER.ALPHA", "0.3", "TRAIN.MAX_EPOCH", "4",
                    "TRAIN.UNMIX_EPOCH", "2")
     assert m.epochs == 6
     m.train()
     batch = {"image": images(6), "label": torch.tensor([0, 1, 2, 3, 4, 5])}
-    for epoch in (1, 4):
+    for epoch in (1, 3):  # the release mixes while epoch < MAX_EPOCH
         mixed = m.prepare_batch(batch, epoch)
         assert "label_b" in mixed and not torch.equal(mixed["image"], batch["image"])
-    for epoch in (5, 6):
+    for epoch in (4, 5, 6):
         assert m.prepare_batch(batch, epoch) is batch
     m.eval()
     assert m.prepare_batch(batch, 1) is batch  # never at evaluation
@@ -490,7 +490,7 @@ def test_four_experts_train_through_mixup_and_unmixed_epochs_and_report_every_ex
     run = tmp_path / "out" / "tiny_ace"
     log = open(next((run / "logs").glob("train_*.log"))).read()
     assert "split boundaries b = [2, 4, 7]" in log and "expert4: target classes 7..9" in log
-    assert "then 1 un-mixed epochs (2 in total)" in log and "epoch 2/2" in log
+    assert "then 2 un-mixed epochs (2 in total)" in log and "epoch 2/2" in log
     assert json.loads((run / "class_order.json").read_text())["original_of_new_id"] == list(range(10))
 
 

@@ -218,9 +218,9 @@ def test_influence_balanced_loss_divides_weighted_ce_by_gradient_times_feature_n
     assert value(loss, features=torch.tensor(FEAT)) == pytest.approx(mean(expected), rel=1e-5)
 
 
-def test_influence_balanced_loss_needs_drw():
-    with pytest.raises(UserError, match="needs TRAIN.TWO_STAGE.DRW"):
-        make("InfluenceBalancedLoss")
+def test_influence_balanced_loss_without_drw_is_ib_from_the_first_epoch_as_released():
+    loss = make("InfluenceBalancedLoss")
+    assert loss.active and loss.weight is not None
 
 
 def test_class_balance_softmax_bce_averages_weighted_bce_over_all_elements():
@@ -258,10 +258,26 @@ def _before_after():
 @pytest.mark.parametrize("loss_type", sorted(_before_after()))
 def test_drw_switches_on_only_after_start_epoch(loss_type):
     before, after = _before_after()[loss_type]
-    loss = make(loss_type, "TRAIN.TWO_STAGE.DRW", True, "TRAIN.TWO_STAGE.START_EPOCH", 3)
+    loss = make(loss_type, "TRAIN.TWO_STAGE.DRW", True, "TRAIN.TWO_STAGE.START_EPOCH", 3,
+                "LOSS.LDAMLoss.DRW_AT_START_EPOCH", False)
     for epoch, expected in ((1, before), (3, before), (4, after), (5, after)):
         loss.update(epoch)
         assert value(loss) == pytest.approx(expected, rel=1e-5), epoch
+
+
+def test_ldam_switches_at_start_epoch_as_bots_release_by_default():
+    before, after = _before_after()["LDAMLoss"]
+    loss = make("LDAMLoss", "TRAIN.TWO_STAGE.DRW", True, "TRAIN.TWO_STAGE.START_EPOCH", 3)
+    for epoch, expected in ((2, before), (3, after), (4, after)):
+        loss.update(epoch)
+        assert value(loss) == pytest.approx(expected, rel=1e-5), epoch
+
+
+def test_crossentropy_drw_weights_false_is_bots_head_where_drw_changes_nothing():
+    loss = make("CrossEntropy", "TRAIN.TWO_STAGE.DRW", True, "TRAIN.TWO_STAGE.START_EPOCH", 3,
+                "LOSS.CrossEntropy.DRW_WEIGHTS", False)
+    loss.update(4)
+    assert loss.weight is None and value(loss) == pytest.approx(_before_after()["CrossEntropy"][0], rel=1e-6)
 
 
 @pytest.mark.parametrize("loss_type", ["CostSensitiveCE", "ClassBalanceCE", "ClassBalanceFocal", "CDT",

@@ -85,7 +85,7 @@ def test_remix_label_weights_follow_kappa_and_tau():
 
 def test_remix_mixes_images_with_lambda_and_labels_with_lambda_y(fixed_mixing):
     fixed_mixing(0.3)
-    m = method("TRAIN.COMBINER.TYPE", "remix")
+    m = method("TRAIN.COMBINER.TYPE", "remix", "TRAIN.COMBINER.REMIX.WEIGHTING", "per_sample")
     b = batch()  # labels 0 1 2 0 1 2, partners 2 1 0 2 1 0
     out = m.prepare_batch(b, epoch=1)
     assert torch.allclose(out["image"], 0.3 * b["image"] + 0.7 * b["image"].flip(0))
@@ -94,6 +94,33 @@ def test_remix_mixes_images_with_lambda_and_labels_with_lambda_y(fixed_mixing):
     z = m(out)
     expected = (lam_y * per_sample_ce(z, b["label"]) + (1 - lam_y) * per_sample_ce(z, out["label_b"])).mean()
     assert m.loss(z, out, epoch=1)[0].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_remix_batch_mean_weighting_is_bots_release_form(fixed_mixing):
+    """BoT's release: mean(lam_y) L(y_a) + mean(1 - lam_y) L(y_b), each L a batch mean."""
+    fixed_mixing(0.3)
+    m = method("TRAIN.COMBINER.TYPE", "remix")  # the default: the release's batch_mean
+    b = batch()
+    out = m.prepare_batch(b, epoch=1)
+    lam_y = torch.tensor([0.0, 0.3, 0.3, 0.0, 0.3, 0.3])
+    z = m(out)
+    expected = lam_y.mean() * per_sample_ce(z, b["label"]).mean() + (1 - lam_y).mean() * per_sample_ce(
+        z, out["label_b"]).mean()
+    assert m.loss(z, out, epoch=1)[0].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_manifold_mix_up_at_layer4_mixes_only_the_labels_unless_mix_layer4(fixed_mixing):
+    """BoT's release forwards layers 1-3 to its mixing backbone: at layer4 the features stay unmixed."""
+    fixed_mixing(0.4)
+    opts = ("BACKBONE.TYPE", "res10", "TRAIN.COMBINER.TYPE", "manifold_mix_up",
+            "TRAIN.COMBINER.MANIFOLD_MIX_UP.LOCATION", "layer4")
+    m, b = method(*opts), batch()
+    out = m.prepare_batch(b, epoch=1)
+    assert "label_b" in out and "mix_index" not in out
+    assert torch.allclose(m(out), m(b), atol=1e-6)
+    mixed = method(*opts, "TRAIN.COMBINER.MANIFOLD_MIX_UP.MIX_LAYER4", "True")
+    out = mixed.prepare_batch(b, epoch=1)
+    assert "mix_index" in out and not torch.allclose(mixed(out), mixed(b), atol=1e-4)
 
 
 def test_manifold_mix_up_at_pool_equals_mixing_the_pooled_features(fixed_mixing):

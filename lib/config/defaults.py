@@ -77,7 +77,10 @@ _C.LOSS.CostSensitiveCE = CN({"GAMMA": 1.0})
 _C.LOSS.ClassBalanceCE = CN({"BETA": 0.999})
 _C.LOSS.FocalLoss = CN({"GAMMA": 2.0})
 _C.LOSS.ClassBalanceFocal = CN({"BETA": 0.999, "GAMMA": 0.5})
+_C.LOSS.CrossEntropy = CN()
+_C.LOSS.CrossEntropy.DRW_WEIGHTS = True  # under DRW: w_c = n_min / n_c after START_EPOCH (BoT before 32b7fdf, ACE's fork); False: BoT's HEAD (no re-weighting)
 _C.LOSS.LDAMLoss = CN({"SCALE": 30.0, "MAX_MARGIN": 0.5, "DRW_BETA": 0.9999})
+_C.LOSS.LDAMLoss.DRW_AT_START_EPOCH = True  # BoT's LDAM switches its DRW weights at epoch >= START_EPOCH (one epoch before the other losses); False: > START_EPOCH
 _C.LOSS.CDT = CN({"GAMMA": 0.2})
 _C.LOSS.SEQL = CN({"GAMMA": 0.9, "LAMBDA": 0.005})
 _C.LOSS.CrossEntropyLabelSmooth = CN({"EPSILON": 0.1})
@@ -108,7 +111,9 @@ _C.TRAIN.COMBINER = CN()  # batch-level mixing (docs/methods/baselines.md)
 _C.TRAIN.COMBINER.TYPE = "default"  # default, mix_up, manifold_mix_up, remix
 _C.TRAIN.COMBINER.ALPHA = 1.0  # lambda ~ Beta(alpha, alpha)
 _C.TRAIN.COMBINER.MANIFOLD_MIX_UP = CN({"LOCATION": "pool"})
+_C.TRAIN.COMBINER.MANIFOLD_MIX_UP.MIX_LAYER4 = False  # LOCATION layer4: False = BoT's release (labels mixed, features not); True mixes layer4's output
 _C.TRAIN.COMBINER.REMIX = CN({"KAPPA": 3.0, "TAU": 0.5})
+_C.TRAIN.COMBINER.REMIX.WEIGHTING = "batch_mean"  # batch_mean: mean(lam_y) L(y_a) + mean(1 - lam_y) L(y_b) (BoT's release) | per_sample (the Remix paper)
 
 _C.TRAIN.TWO_STAGE = CN()  # deferred switches, active when epoch > START_EPOCH
 _C.TRAIN.TWO_STAGE.DRW = False

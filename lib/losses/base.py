@@ -46,12 +46,17 @@ class Loss(nn.Module):
 
 @LOSSES.register("CrossEntropy")
 class CrossEntropy(Loss):
-    """CE(z, y). Under DRW, after START_EPOCH: weighted CE with w_c = n_min / n_c (BoT);
-    weighted mean sum_i w_{y_i} l_i / sum_i w_{y_i}, as PyTorch/BoT."""
+    """CE(z, y). Under DRW, after START_EPOCH: weighted CE with w_c = n_min / n_c (BoT before commit 32b7fdf,
+    ACE's fork); weighted mean sum_i w_{y_i} l_i / sum_i w_{y_i}, as PyTorch/BoT. LOSS.CrossEntropy.DRW_WEIGHTS
+    False is BoT's HEAD, where DRW leaves CrossEntropy unweighted."""
+
+    def __init__(self, cfg, counts):
+        super().__init__(cfg, counts)
+        self.drw_weights = bool(cfg.LOSS.CrossEntropy.DRW_WEIGHTS)
 
     def update(self, epoch):
         super().update(epoch)
-        if self.drw and self.active:
+        if self.drw and self.active and self.drw_weights:
             self.weight = inverse_frequency_weights(self.counts.tolist()).to(self.counts.device)
         else:
             self.weight = None

@@ -5,7 +5,6 @@ one BoT revision that file holds a copy of Balanced Softmax instead of IB.
 """
 from torch.nn import functional as F
 
-from ..utils.errors import UserError
 from .base import LOSSES, Loss
 from .reduction import batch_mean, one_hot
 
@@ -20,16 +19,13 @@ class InfluenceBalancedLoss(Loss):
 
     mean over the batch, with f the pooled feature, p = softmax(z), α = LOSS.InfluenceBalancedLoss.ALPHA
     and w_c ∝ 1/n_c normalised to Σ_c w_c = C (whether the original normalises them is not known). The
-    influence factor is not detached (the formula has no stop-gradient). Needs TRAIN.TWO_STAGE.DRW:
-    IB from a random initialisation is not the method (Park et al. start IB from a CE-trained network)."""
+    influence factor is not detached (the formula has no stop-gradient). Without TRAIN.TWO_STAGE.DRW the IB form
+    applies from epoch 1, as in BoT's release (Park et al. start IB from a CE-trained network: use DRW)."""
 
     needs_features = True
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
-        if not self.drw:
-            raise UserError("LOSS.LOSS_TYPE InfluenceBalancedLoss needs TRAIN.TWO_STAGE.DRW True "
-                            "(plain CE up to TRAIN.TWO_STAGE.START_EPOCH, IB after)")
         self.alpha = float(cfg.LOSS.InfluenceBalancedLoss.ALPHA)
         inv = 1.0 / self.counts.clamp(min=1)
         self.register_buffer("class_weight", inv / inv.sum() * len(counts), persistent=False)

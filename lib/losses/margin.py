@@ -18,7 +18,8 @@ class LDAMLoss(Loss):
     """Weighted CE(s·z′, y), z′ = z − m_y·onehot(y): the margin is subtracted from the true-class
     logit only (s = LOSS.LDAMLoss.SCALE, max m = MAX_MARGIN). Weights are uniform; under DRW,
     after START_EPOCH, class-balanced with β = LOSS.LDAMLoss.DRW_BETA (weighted mean Σ w ℓ / Σ w).
-    Ours switches at epoch > START_EPOCH like every loss (BoT's LDAM used >=, one epoch earlier)."""
+    LOSS.LDAMLoss.DRW_AT_START_EPOCH True switches at epoch >= START_EPOCH, as BoT's LDAM (one epoch before the
+    other losses); False at epoch > START_EPOCH."""
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
@@ -26,6 +27,7 @@ class LDAMLoss(Loss):
         self.scale = float(ld.SCALE)
         self.register_buffer("margins", ldam_margins(counts, float(ld.MAX_MARGIN)), persistent=False)
         self.register_buffer("drw_weight", class_balanced_weights(counts, float(ld.DRW_BETA)), persistent=False)
+        self.at_start = bool(ld.DRW_AT_START_EPOCH)
         self.update(1)
 
     def current_weight(self):
@@ -33,6 +35,8 @@ class LDAMLoss(Loss):
 
     def update(self, epoch):
         super().update(epoch)
+        if self.at_start:
+            self.active = (not self.drw) or epoch >= self.start_epoch
         self.weight = self.current_weight()
 
     def forward(self, logits, target, features=None, sample_weight=None):

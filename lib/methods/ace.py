@@ -1,20 +1,21 @@
-"""ACE: Ally Complementary Experts (Cai, Wang, Hwang, ICCV 2021; spec: specs/ace.md).
+"""ACE: Ally Complementary Experts (Cai, Wang, Hwang, ICCV 2021; docs/methods/ace.md).
 
-One-stage multi-expert training on classes ranked by training count (n_0 ≥ … ≥ n_{C−1}, §1):
+One-stage multi-expert training on classes ranked by training count (n_0 ≥ … ≥ n_{C−1}):
 
-  split planner (§2)  r_j = Σ_{i≥j} n_i / N;  b(s) = the j with r_j > s ≥ r_{j+1};
+  split planner       r_j = Σ_{i≥j} n_i / N;  b(s) = the j with r_j > s ≥ r_{j+1};
                       thresholds s_1 > … > s_{K−1} give boundaries 0 = b_0 < b_1 < … < b_{K−1} < C;
                       expert k's target classes TC_k = [b_{k−1}, C), interfering classes IC_k = [0, b_{k−1})
-  network (§3)        shared trunk, the last stage copied per expert, GAP, one LWS head per expert
+  network             shared trunk, the last stage copied per expert, GAP, one LWS head per expert
                       (every head predicts all C classes): logits z_1 … z_K
-  loss (§4)           L = Σ_k L_k,  S_k = {i : y_i ∈ TC_k},
+  loss                L = Σ_k L_k,  S_k = {i : y_i ∈ TC_k},
                       L_k = CE(z_k[S_k], y[S_k]) + ‖z_k[S_k][:, IC_k]‖_F / |IC_k|   (L_1 = plain CE)
                       (mean CE over S_k, softmax over all C; L_k = 0 when S_k is empty)
-  routing (§5)        z_k for k ≥ 2 is computed from stopgrad(trunk(x)): one backward pass
-  learning rates (§6) expert k's parameter group runs at BASE_LR·s_k (ACE.LR_SCALE)
-  mixup (§7)          mix_up_group: λ ~ Beta(α, α) in epochs 1 … MAX_EPOCH, L = λ·L(y_a) + (1 − λ)·L(y_b);
-                      then TRAIN.UNMIX_EPOCH epochs without mixing (the LR schedule runs on)
-  inference (§8)      w̄_k = mean_{c ∈ TC_k} ‖W_k[c]‖₂, m_k = w̄_1 / w̄_k,
+  routing             z_k for k ≥ 2 is computed from stopgrad(trunk(x)): one backward pass
+  learning rates      expert k's parameter group runs at BASE_LR·s_k (ACE.LR_SCALE)
+  mixup               mix_up_group: λ ~ Beta(α, α) in epochs 1 … MAX_EPOCH − 1 (the release mixes while
+                      epoch < MAX_EPOCH), L = λ·L(y_a) + (1 − λ)·L(y_b); then UNMIX_EPOCH + 1 epochs without
+                      mixing (the LR schedule runs on)
+  inference           w̄_k = mean_{c ∈ TC_k} ‖W_k[c]‖₂, m_k = w̄_1 / w̄_k,
                       score[c] = Σ_{k : c ∈ TC_k} m_k·z_k[c] / #{k : c ∈ TC_k}
 
 The planner's groups ("expert target classes", cut at the "split boundaries") are not the
@@ -30,7 +31,6 @@ import torch
 from torch.nn import functional as F
 from yacs.config import CfgNode as CN
 
-from ..utils.unused_keys import accept_unused
 from ..models.backbones import Backbone, build_backbone
 from ..models.heads import build_head
 from ..models.network import in_channels
@@ -40,15 +40,14 @@ from ..utils.errors import UserError
 from ..utils.registry import choose
 from . import mixing
 from .base import METHODS, Method
+from .release import ace as release
 
 LR_SCALES = ("data_share", "threshold", "batch_share", "none")
 COMBINERS = ("default", "mix_up_group")
-# the release's `*_group` backbones -> ours (resnext50_group was broken by a typo in the release, §12)
-GROUP_BACKBONES = {f"{b}_group": b for b in ("res32_cifar", "res10", "res50", "res152", "resnext50")}
 LOSS_TYPES = ("CrossEntropy", "ResCELoss")
 
 
-# ---------------------------------------------------------------- split planner (§2)
+# ---------------------------------------------------------------- split planner
 def tail_shares(counts):
     """r_j = Σ_{i ≥ j} n_i / N for j = 0 … C (r_0 = 1, r_C = 0): the share of the training data
     in classes j … C−1."""
@@ -102,7 +101,7 @@ def check_non_increasing(counts):
 
 def plan_expert_splits(counts, thresholds, key="TRAIN.OPTIMIZER.EXPERT"):
     """Split boundaries for K = len(thresholds) + 1 experts from sorted counts n_0 ≥ … ≥ n_{C−1}
-    and thresholds 1 > s_1 > … > s_{K−1} > 0 (spec §2): b_k = b(s_k). Requires 0 < b_1 < … < b_{K−1} < C
+    and thresholds 1 > s_1 > … > s_{K−1} > 0: b_k = b(s_k). Requires 0 < b_1 < … < b_{K−1} < C
     (every expert's target group and every interfering group non-empty); else a UserError naming `key`."""
     counts = [int(n) for n in counts]
     thresholds = tuple(float(s) for s in thresholds)
@@ -122,7 +121,7 @@ def plan_expert_splits(counts, thresholds, key="TRAIN.OPTIMIZER.EXPERT"):
     return ExpertSplits(C, thresholds, bounds, tuple(shares[b] for b in bounds))
 
 
-# ---------------------------------------------------------------- losses (§4) and aggregation (§8)
+# ---------------------------------------------------------------- losses and aggregation
 def expert_loss_terms(z, y, boundary):
     """(CE, complementary) of one expert for logits z (B×C, float) and labels y (B,), target classes
     [boundary, C). CE = mean over S = {i : y_i ≥ boundary} of −log softmax(z_i)[y_i] (all C logits);
@@ -140,7 +139,7 @@ def expert_loss_terms(z, y, boundary):
 
 def mean_row_norms(head, classes, with_scales=False):
     """w̄ = mean over `classes` of ‖W[c]‖₂ for a head's Linear weight W (C×d); with_scales: ‖σ_c·W[c]‖₂
-    for an LWS head (§8 option; the release ignores σ)."""
+    for an LWS head (an option; the release ignores σ)."""
     w = head.weight.detach().float()
     norms = w.norm(dim=1)
     if with_scales and getattr(head, "scales", None) is not None:
@@ -171,59 +170,23 @@ class ACEMethod(Method):
         cfg.ACE = CN()
         cfg.ACE.NUM_EXPERTS = 3  # K >= 2 (the release: 3; K = 4 is an extrapolation, see the module doc)
         cfg.ACE.THRESHOLDS = []  # K-1 split thresholds s_1 > ... > s_{K-1}; [] = TRAIN.OPTIMIZER.EXPERT
-        cfg.ACE.LR_SCALE = "data_share"  # data_share | threshold | batch_share | none (specs/ace.md §6)
-        cfg.ACE.NORM_WITH_SCALES = False  # aggregation norms ||sigma_c W[c]|| instead of ||W[c]|| (§8 option)
+        cfg.ACE.LR_SCALE = "data_share"  # data_share | threshold | batch_share | none
+        cfg.ACE.NORM_WITH_SCALES = False  # aggregation norms ||sigma_c W[c]|| instead of ||W[c]|| (an option)
         cfg.ACE.REINIT_EXPERTS = True  # experts 2..K get their own random init (False: copies of expert 1)
-        # the release's keys (specs/ace.md §9)
+        # the release's keys
         if "EXPERT" not in cfg.TRAIN.OPTIMIZER:
             cfg.TRAIN.OPTIMIZER.EXPERT = []  # ACE split thresholds [s1, s2] (the release's key)
         if "UNMIX_EPOCH" not in cfg.TRAIN:
             cfg.TRAIN.UNMIX_EPOCH = 25  # ACE: epochs without mixup after MAX_EPOCH (release schema default)
-        accept_unused(cfg, "LOSS.METRIC_LOSS_TYPE", "",
-                      "ACE's optional second criterion is not implemented (no released config sets it)")
-        # unused keys of the release schema (spec §12), at the release's nodes
-        why = "an unused key of the ACE release schema"
-        for key, default in (("USE_HIERARCHICAL", False), ("USE_RES", False), ("FLOODING", 0.0),
-                             ("START_FLOODING", 0), ("NTIRE", False), ("LOSS.WCenterLoss.FEA_DIM", 64),
-                             ("TRAIN.TUNE_EPOCH", 0), ("TRAIN.TUNE_SAMPLER.TYPE", "default"),
-                             ("TRAIN.TUNE_SAMPLER.WEIGHTED_SAMPLER.TYPE", "balance"),
-                             ("TEST.PRED_FILE", ""), ("TEST.LABEL_FILE", ""), ("TEST.FEA_FILE", "")):
-            accept_unused(cfg, key, default, why)
-        accept_unused(cfg, "LOSS.HierarchicalCELoss", CN(), why)
+        release.add_keys(cfg)
 
     @staticmethod
     def matches_release_config(cfg):
-        return (cfg.LOSS.LOSS_TYPE == "ResCELoss" or cfg.BACKBONE.TYPE in GROUP_BACKBONES
-                or cfg.TRAIN.COMBINER.TYPE == "mix_up_group")
+        return release.matches(cfg)
 
     @staticmethod
     def adapt_config(cfg, explicit):
-        """Release spellings -> ours, in place (idempotent); returns the notices."""
-        notes = []
-        if cfg.BACKBONE.TYPE in GROUP_BACKBONES:
-            new = GROUP_BACKBONES[cfg.BACKBONE.TYPE]
-            notes.append(f"BACKBONE.TYPE {cfg.BACKBONE.TYPE} -> {new}: METHOD ace shares its stages and copies the "
-                         "last one per expert")
-            cfg.BACKBONE.TYPE = new
-        if cfg.LOSS.LOSS_TYPE == "ResCELoss":
-            notes.append("LOSS.LOSS_TYPE ResCELoss -> CrossEntropy: METHOD ace adds the complementary terms itself")
-            cfg.LOSS.LOSS_TYPE = "CrossEntropy"
-        if cfg.TRAIN.COMBINER.TYPE == "mix_up":
-            notes.append("TRAIN.COMBINER.TYPE mix_up -> mix_up_group: ACE mixes in epochs 1..TRAIN.MAX_EPOCH only")
-            cfg.TRAIN.COMBINER.TYPE = "mix_up_group"
-        if cfg.TRAIN.OPTIMIZER.TYPE.upper() == "SGD_GROUP":
-            notes.append(f"TRAIN.OPTIMIZER.TYPE {cfg.TRAIN.OPTIMIZER.TYPE}: SGD with one parameter group per expert, "
-                         f"LR scaled by ACE.LR_SCALE {cfg.ACE.LR_SCALE}")
-        if cfg.TRAIN.USE_AMP:
-            notes.append("TRAIN.USE_AMP True: mixed precision through torch.amp (as TRAIN.AMP.ENABLE)")
-        if "CLASSIFIER.TYPE" not in explicit and cfg.CLASSIFIER.TYPE == "FC":
-            notes.append("CLASSIFIER.TYPE not set: ACE uses LWS heads (sigma * (W f + b), all trained)")
-            cfg.CLASSIFIER.TYPE = "LWS"
-        if "DATASET.REORDER_CLASSES" not in explicit and not cfg.DATASET.REORDER_CLASSES:
-            notes.append("DATASET.REORDER_CLASSES True: ACE ranks classes by training count (class 0 = largest); "
-                         "per-class outputs use the ranked ids (class_order.json maps them back)")
-            cfg.DATASET.REORDER_CLASSES = True
-        return notes
+        return release.adapt(cfg, explicit)
 
     def __init__(self, cfg, counts):
         super().__init__(cfg, counts)
@@ -240,7 +203,7 @@ class ACEMethod(Method):
         self.lr_rule = choose(a.LR_SCALE, LR_SCALES, "ACE.LR_SCALE")
         self.norm_with_scales = bool(a.NORM_WITH_SCALES)
         if cfg.LOSS.LOSS_TYPE not in LOSS_TYPES:
-            raise UserError(f"METHOD ace computes its own loss (ResCELoss, specs/ace.md §4): LOSS.LOSS_TYPE must be "
+            raise UserError(f"METHOD ace computes its own loss (ResCELoss): LOSS.LOSS_TYPE must be "
                             f"CrossEntropy or ResCELoss, got {cfg.LOSS.LOSS_TYPE!r}")
         self.combiner = cfg.TRAIN.COMBINER.TYPE
         if self.combiner not in COMBINERS:
@@ -289,9 +252,10 @@ class ACEMethod(Method):
             lines.append(f"  expert{k + 1}: target classes {tc.start}..{tc.stop - 1} ({len(tc)} classes, "
                          f"{100 * s.data_shares[k]:.1f}% of the training images), interfering classes "
                          f"{f'{ic.start}..{ic.stop - 1}' if len(ic) else 'none'}, LR {lr}")
-        mix = (f"mixup (alpha {self.alpha}) in epochs 1..{self.mix_epochs}" if self.combiner == "mix_up_group"
-               else f"no mixup in epochs 1..{self.mix_epochs}")
-        lines.append(f"  schedule: {mix}, then {self.unmix_epochs} un-mixed epochs ({self.epochs} in total)")
+        mixed = f"epochs 1..{self.mix_epochs - 1}" if self.mix_epochs > 1 else "no epoch"
+        mix = (f"mixup (alpha {self.alpha}) in {mixed} (the release mixes while epoch < MAX_EPOCH)"
+               if self.combiner == "mix_up_group" else f"no mixup in {mixed}")
+        lines.append(f"  schedule: {mix}, then {self.unmix_epochs + 1} un-mixed epochs ({self.epochs} in total)")
         return lines
 
     def static_lr_scales(self):
@@ -315,10 +279,10 @@ class ACEMethod(Method):
         return groups
 
     def _mixing(self, epoch):
-        return self.combiner == "mix_up_group" and self.training and epoch <= self.mix_epochs
+        return self.combiner == "mix_up_group" and self.training and epoch < self.mix_epochs  # as the release
 
     def prepare_batch(self, batch, epoch):
-        """mix_up_group in epochs 1..MAX_EPOCH: x = λ·x_a + (1 − λ)·x_b, λ ~ Beta(α, α) once per batch."""
+        """mix_up_group in epochs 1..MAX_EPOCH − 1: x = λ·x_a + (1 − λ)·x_b, λ ~ Beta(α, α) once per batch."""
         if not self._mixing(epoch):
             return batch
         return mixing.mixup_batch(batch, self.alpha)
@@ -344,7 +308,7 @@ class ACEMethod(Method):
         return {f"expert{k + 2}": n[k] / max(n[-1], 1) for k in range(len(n) - 1)}
 
     def forward(self, batch):
-        """[z_1, …, z_K], each B×C; z_k for k ≥ 2 from the detached trunk feature (§5)."""
+        """[z_1, …, z_K], each B×C; z_k for k ≥ 2 from the detached trunk feature."""
         return self.net(batch["image"])
 
     def expert_losses(self, logits, labels):
@@ -352,7 +316,7 @@ class ACEMethod(Method):
         return [expert_loss_terms(z.float(), labels, b) for z, b in zip(logits, self.splits.boundaries)]
 
     def loss(self, outputs, batch, epoch):
-        """L = Σ_k L_k; under mixup λ·L(y_a) + (1 − λ)·L(y_b), each with its own subsets S_k (§7)."""
+        """L = Σ_k L_k; under mixup λ·L(y_a) + (1 − λ)·L(y_b), each with its own subsets S_k."""
         terms = self.expert_losses(outputs, batch["label"])
         if "label_b" in batch:
             lam = batch["lam"]
@@ -368,13 +332,13 @@ class ACEMethod(Method):
         return total, logs
 
     def aggregation_factors(self):
-        """m_k = w̄_1 / w̄_k (m_1 = 1), w̄_k = mean row norm of head k over its target classes (§8)."""
+        """m_k = w̄_1 / w̄_k (m_1 = 1), w̄_k = mean row norm of head k over its target classes."""
         heads, s = self.net.heads, self.splits
         w = [mean_row_norms(heads[k], list(s.target_classes(k)), self.norm_with_scales) for k in range(s.num_experts)]
         return torch.stack([w[0] / wk.clamp(min=1e-12) for wk in w])
 
     def predict(self, outputs):
-        """{"logits": the weight-norm-rescaled aggregate (§8), "members": {"expert<k>": z_k}}.
+        """{"logits": the weight-norm-rescaled aggregate, "members": {"expert<k>": z_k}}.
         Training accuracy uses the same aggregate (the release used m_k = 1 while training)."""
         with torch.no_grad():
             factors = self.aggregation_factors()

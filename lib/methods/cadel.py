@@ -1,12 +1,12 @@
-"""CADEL: cascaded deep ensemble (Chen et al. 2023; spec: specs/cadel.md).
+"""CADEL: cascaded deep ensemble (Chen et al. 2023; docs/methods/cadel.md).
 
-One backbone with K heads at increasing depth (§2): aux heads on the outputs of the stages named in
+One backbone with K heads at increasing depth: aux heads on the outputs of the stages named in
 CADEL.TAPS (default: the last-but-two and last-but-one stages: layer2/layer3 of ResNet-50/152 and
 ResNeXt-50, layer1/layer2 of res32_cifar; on a ViT blocks 7 and 9 of 12, block3/block4 of vit_tiny_p4's 6) and a
 CosNorm head (s = 30, no bias) on the pooled final feature (ViT: fc_norm of the mean patch token). ViT aux
 heads (CADEL.AUX_HEAD vit, lib/models/aux_heads.ViTAuxHead) are CADEL.AUX_DEPTH extra transformer blocks + mean
 patch token + CosNorm, at the tapped block's layer-decay LR scale. All heads train jointly with the cascaded
-re-weighted loss (§3, the release's `ensemble_loss_v2`); for a batch of N samples, heads k = 1..K shallow to deep:
+re-weighted loss (the release's `ensemble_loss_v2`); for a batch of N samples, heads k = 1..K shallow to deep:
 
     p_k,i = P_k(y_i | x_i)  (detached)          m_k,i = mean_{j<=k} p_j,i   (the cascade)
     bins e_b = b/B, b = 0..B (last edge + 1e-6, so m = 1 is in the last bin); n_b = #{i: m_k,i in bin b}
@@ -23,9 +23,9 @@ release's ViT loss `Ensemble_BCE_loss_v3`). Input mixup (CADEL.MIXUP_ALPHA > 0):
 batch, x~ = lam x + (1 - lam) x[perm], loss lam L(y_a) + (1 - lam) L(y_b), the accumulators m_k computed
 separately for each label set. Histograms use the local batch only (per DDP rank, as released).
 
-Prediction (§6): the last head (CADEL.HEADLINE last, how the published CNN numbers were produced) or the
+Prediction: the last head (CADEL.HEADLINE last, how the published CNN numbers were produced) or the
 mean of the K heads' logits (mean, the ViT runner); members head1..headK plus the other combination, so
-every report shows last head, mean of heads and each head. Stage two (§5) is the post-hoc logit
+every report shows last head, mean of heads and each head. Stage two is the post-hoc logit
 adjustment z - tau log pi searched on the val split: tools/posthoc_tau.py (generic; it takes its default
 grid from `posthoc_taus`, here CADEL.POSTHOC_TAUS).
 """
@@ -189,7 +189,7 @@ class CADEL(Method):
         last = CosNorm(backbone.out_dim, self.num_classes, scale=float(c.SCALE))
         if c.LAST_HEAD_INIT_STD < 0:
             raise UserError(f"CADEL.LAST_HEAD_INIT_STD must be >= 0 (0 = CosNorm's own init), got {c.LAST_HEAD_INIT_STD}")
-        if c.LAST_HEAD_INIT_STD > 0:  # MAE/LiVT fine-tuning: head.weight <- trunc_normal(std 2e-5) (spec §2)
+        if c.LAST_HEAD_INIT_STD > 0:  # MAE/LiVT fine-tuning: head.weight <- trunc_normal(std 2e-5)
             torch.nn.init.trunc_normal_(last.weight, std=float(c.LAST_HEAD_INIT_STD))
         b = cfg.BACKBONE
         self.net = TappedNetwork(backbone, taps, aux, last,

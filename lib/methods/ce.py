@@ -17,6 +17,7 @@ from . import mixing
 from .base import METHODS, Method
 
 COMBINERS = ("default",) + mixing.MIXING_COMBINERS
+REMIX_WEIGHTINGS = ("batch_mean", "per_sample")
 
 
 @METHODS.register("ce")
@@ -32,7 +33,10 @@ class CrossEntropyMethod(Method):
             raise UserError(f"TRAIN.COMBINER.ALPHA must be > 0 for {self.combiner} (lambda ~ Beta(alpha, alpha)), "
                             f"got {self.alpha}")
         self.kappa, self.tau = float(comb.REMIX.KAPPA), float(comb.REMIX.TAU)
+        self.remix_weighting = choose(comb.REMIX.WEIGHTING, REMIX_WEIGHTINGS, "TRAIN.COMBINER.REMIX.WEIGHTING")
         self.mix_location = comb.MANIFOLD_MIX_UP.LOCATION
+        # BoT's release forwards only layers 1-3 to its mixing backbone: at layer4 only the labels are mixed
+        self.mix_features = self.mix_location != "layer4" or bool(comb.MANIFOLD_MIX_UP.MIX_LAYER4)
         if self.combiner == "manifold_mix_up":
             mixing.check_location(self.mix_location, self.net.backbone)
         # a loss that needs the pooled feature (IB) gets {"logits", "features"} from forward
@@ -60,16 +64,21 @@ class CrossEntropyMethod(Method):
         chunks = self._replica_chunks(image) if self.combiner == "manifold_mix_up" else 1
         perm, local = mixing.pair_permutation(image.shape[0], image.device, chunks)
         label_b = label[perm]
-        if self.combiner == "remix":
-            weight = mixing.remix_label_weights(self.class_counts, label, label_b, lam, self.kappa, self.tau)
-        else:
-            weight = torch.full(label.shape, lam, device=label.device)
-        out = dict(batch, label_b=label_b, lam=lam, mix_weight=weight)
+        out = dict(batch, label_b=label_b, lam=lam, mix_weight=self.mix_weight(label, label_b, lam))
         if self.combiner == "manifold_mix_up":
-            out["mix_index"] = local
+            if self.mix_features:
+                out["mix_index"] = local
         else:  # x = lam * x_a + (1 - lam) * x_b
             out["image"] = mixing.mix(image, lam, perm)
         return out
+
+    def mix_weight(self, label, label_b, lam):
+        """Per-sample weight of L(z, y_a): lam, or Remix's lam_y (REMIX.WEIGHTING per_sample) or their batch mean
+        (batch_mean, BoT's release: its batch-mean losses times the per-sample weights, averaged)."""
+        if self.combiner != "remix":
+            return torch.full(label.shape, lam, device=label.device)
+        w = mixing.remix_label_weights(self.class_counts, label, label_b, lam, self.kappa, self.tau)
+        return w if self.remix_weighting == "per_sample" else w.mean().expand_as(w)
 
     def forward(self, batch):
         """Logits (B, C), or {"logits", "features"} when the loss needs the pooled feature."""

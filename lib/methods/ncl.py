@@ -1,22 +1,22 @@
 """NCL: Nested Collaborative Learning (Li, Tan, Wan, Lei, Guo, CVPR 2022; docs/methods/ncl.md).
 
-K fully separate experts (§1): expert i = its own backbone + GAP + head, all fed the same batch x;
+K fully separate experts: expert i = its own backbone + GAP + head, all fed the same batch x;
 z_i (B×C) its raw logits, n the training class counts, ẑ_i = z_i + log n (balanced logits, τ = 1).
 
-  HCM (§2)   S = {y} ∪ the HCM_N − 1 largest non-target entries of stopgrad(z_0) (expert 0's RAW logits),
+  HCM        S = {y} ∪ the HCM_N − 1 largest non-target entries of stopgrad(z_0) (expert 0's RAW logits),
              one set per sample shared by every expert; h_i = ẑ_i restricted to S
              (LOSS.HCM_FILL zero, the release: ẑ_i ⊙ M over all C classes, unselected logits 0 but in the
              softmax; subset: a softmax over the HCM_N gathered logits only)
-  NIL (§2)   L_NIL = CE_RATIO · Σ_i CE(ẑ_i, y) + HCM_RATIO · Σ_i CE(h_i, y)         (sums over experts)
-  NBOD (§3)  NBOD({u_i}, w) = w/(K−1) · Σ_i Σ_{j≠i} KL(p_j ‖ p_i),  p_i = softmax(u_i),
+  NIL        L_NIL = CE_RATIO · Σ_i CE(ẑ_i, y) + HCM_RATIO · Σ_i CE(h_i, y)         (sums over experts)
+  NBOD       NBOD({u_i}, w) = w/(K−1) · Σ_i Σ_{j≠i} KL(p_j ‖ p_i),  p_i = softmax(u_i),
              KL(p_j ‖ p_i) = Σ_c p_j,c (log p_j,c − log(p_i,c + 1e-9)), mean over the batch;
              both sides carry gradient (as released); applied as NBOD({ẑ_i}, α) + NBOD({h_i}, β)
-  MoCo (§4)  per expert: projection q_i = g_i(f_i(x)), momentum key encoder k_i = g'_i(f'_i(x')) on the
+  MoCo       per expert: projection q_i = g_i(f_i(x)), momentum key encoder k_i = g'_i(f'_i(x')) on the
              second view x' (TRANSFORMS.SECOND_VIEW_TRANSFORMS), queue Q_i (D × MOCO_K);
              InfoNCE_i = CE([q̂·k̂, q̂·Q_i] / T, 0); EMA θ' ← m θ' + (1 − m) θ after every optimizer step
              (NCL.MOCO.REPLICATE_RELEASE_QUIRKS: K times per step after the forward, key projector frozen)
   total      L = L_NIL + NBOD_full + NBOD_hcm (+ CON_RATIO · Σ_i InfoNCE_i)
-  inference  (§5) the mean of the experts' RAW logits (no logit adjustment); every expert reported
+  inference  the mean of the experts' RAW logits (no logit adjustment); every expert reported
 
 Outputs of `forward` are batch-first (DataParallel gathers along dim 0): {"logits": B×K×C, and while
 training with MoCo "q", "k": B×K×D}. NCL.BATCHED_EXPERTS runs the K experts (and key encoders) as one
@@ -46,7 +46,7 @@ from .release import ncl as release
 HCM_FILLS = ("subset", "zero")
 KL_EPS = 1e-9  # the release's log(p + 1e-9)
 
-# ---------------------------------------------------------------- losses (spec §2, §3, §4)
+# ---------------------------------------------------------------- losses
 def balanced_logits(z, log_counts):
     """ẑ = z + log n (B×…×C)."""
     return z.float() + log_counts
@@ -150,8 +150,8 @@ class NCLMethod(Method):
         cfg.NCL.MOCO = CN()
         cfg.NCL.MOCO.SHUFFLE_BN = True  # shuffle the key batch (across ranks under DDP) for the key encoder's BN
         cfg.NCL.MOCO.REPLICATE_RELEASE_QUIRKS = False  # the release's EMA K times per step, frozen key projector,
-        # key encoder not copied from the query (specs/ncl.md §4); False = standard MoCo
-        # -- the release's keys (spec §7), at the release's nodes, with NCL's values as defaults
+        # key encoder not copied from the query; False = standard MoCo
+        # -- the release's keys, at the release's nodes, with NCL's values as defaults
         cfg.BACKBONE.MULTI_NETWORK_TYPE = []  # one backbone name per expert (its length is K); [] = BACKBONE.TYPE
         cfg.LOSS.MULTI_CLASIIFIER_LOSS = CN()  # (sic: the release's spelling)
         cfg.LOSS.MULTI_CLASIIFIER_LOSS.DIVERSITY_FACTOR = 0.6  # alpha: NBOD weight on the full space
@@ -316,7 +316,7 @@ class NCLMethod(Method):
         return out
 
     def predict(self, outputs):
-        """{"logits": mean_i z_i (raw logits, §5), "members": {"expert<i>": z_i}}."""
+        """{"logits": mean_i z_i (raw logits), "members": {"expert<i>": z_i}}."""
         z = outputs["logits"] if isinstance(outputs, dict) else outputs
         return {"logits": z.mean(1), "members": {f"expert{i + 1}": z[:, i] for i in range(z.shape[1])}}
 

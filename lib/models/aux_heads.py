@@ -5,7 +5,7 @@ mapping the tapped stage output (here a map (B, C_in, H, W)) to logits (B, C). T
 `tap` (the stage name) and `backbone` (the module), so a head can match the backbone it reads, plus the
 CADEL.AUX_* settings; options a factory does not use are ignored. Every head exposes `.head` (its final
 classifier, with `.weight`/`.bias`). Kinds: "cnn", "places" (feature maps, below) and "vit" (tokens,
-ViTAuxHead: CADEL-ViT, §2 "ViT-B/16").
+ViTAuxHead: CADEL-ViT).
 
 CNN block (`Aux_Layer2` in the release), with width W (2048 in the release), projection width 2W:
     1. conv3x3(C_in -> W, pad 1), BN, ReLU
