@@ -192,3 +192,16 @@ def test_pipeline_unpickles_in_a_fresh_interpreter(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "(3, 16, 16)"
+
+
+def test_gaussian_blur_is_pils_radius_sigma_blur_as_in_the_ncl_release():
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    from lib.data.transforms import PILGaussianBlur
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    for sigma in (1.0, 2.0):
+        ours = np.asarray(PILGaussianBlur((sigma, sigma))(img))
+        assert np.array_equal(ours, np.asarray(img.filter(ImageFilter.GaussianBlur(radius=sigma))))
+    assert np.asarray(PILGaussianBlur((2.0, 2.0))(img)).std() < 15  # a 3x3 kernel leaves ~26 of the noise's 73

@@ -188,17 +188,25 @@ def _random_grayscale(cfg):
     return v2.RandomGrayscale(p=float(cfg.TRANSFORMS.PROCESS_DETAIL.RANDOM_GRAYSCALE.P))
 
 
+class PILGaussianBlur:
+    """PIL's GaussianBlur(radius = sigma), sigma ~ U[lo, hi] from torch's RNG (seeded augmentation): MoCo v2's and
+    NCL's release blur, whose radius is the Gaussian's standard deviation in pixels, on the whole image."""
+
+    def __init__(self, sigma):
+        self.lo, self.hi = float(sigma[0]), float(sigma[1])
+
+    def __call__(self, img):
+        from PIL import ImageFilter
+
+        s = self.lo + (self.hi - self.lo) * float(torch.rand(()))
+        return img.filter(ImageFilter.GaussianBlur(radius=s))
+
+
 @TRANSFORMS.register("gaussian_blur")
 def _gaussian_blur(cfg):
-    """Gaussian blur with sigma ~ U[SIGMA], applied with probability P (MoCo v2 / SimCLR).
-    Kernel per side = int(0.1 * side), made odd, at least 3."""
+    """Gaussian blur with sigma ~ U[SIGMA] (PIL radius = sigma, as the NCL/MoCo v2 releases), with probability P."""
     d = cfg.TRANSFORMS.PROCESS_DETAIL.GAUSSIAN_BLUR
-    kernel = []
-    for side in _size(cfg):
-        k = max(3, int(0.1 * side))
-        kernel.append(k if k % 2 else k + 1)
-    blur = v2.GaussianBlur(kernel_size=(kernel[1], kernel[0]), sigma=tuple(float(s) for s in d.SIGMA))
-    return _with_prob(blur, d.P)
+    return _with_prob(PILGaussianBlur(d.SIGMA), d.P)
 
 
 _AA_POLICIES = {"cifar10": "CIFAR10", "imagenet": "IMAGENET", "svhn": "SVHN"}
