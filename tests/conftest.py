@@ -152,3 +152,17 @@ def pytest_sessionfinish(session, exitstatus):
     if left:
         print(f"\nerror: the test run left {', '.join(left)} in the checkout {ROOT}", file=sys.stderr)
         session.exitstatus = 1
+
+
+def release_fixture(tmp_path, family, name, **paths):
+    """A released YAML from tests/fixtures/release_configs/<family>/<name> as shipped, with only the paths given
+    as KEY=value (e.g. TRAIN_JSON=...) changed; written into tmp_path, its path returned."""
+    import re
+
+    text = open(os.path.join(ROOT, "tests", "fixtures", "release_configs", family, name)).read()
+    for key, value in paths.items():
+        text, n = re.subn(rf"^(\s*{key}: ).*$", lambda m: f"{m.group(1)}'{value}'", text, count=1, flags=re.M)
+        assert n == 1, key
+    path = tmp_path / name
+    path.write_text(text)
+    return path

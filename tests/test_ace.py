@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from conftest import PY, kill_then_resume, run_cli
+from conftest import PY, kill_then_resume, release_fixture, run_cli
 from lib.config import build_config, notices
 from lib.data.build import DataSplits, train_loader
 from lib.data.longtail import exponential_counts
@@ -372,76 +372,17 @@ def test_empty_shot_groups_are_na_for_the_aggregate_and_every_expert(tmp_path):
 
 
 # ---------------------------------------------------------------- the release's configs
-RELEASE_YAML = """NAME: 'ACE'
-OUTPUT_DIR: '{out}'
-SHOW_STEP: 40
-SAVE_STEP: 5
-VALID_STEP: 1
-INPUT_SIZE: (32, 32)
-COLOR_SPACE: 'RGB'
-DATASET:
-  DATASET: 'CIFAR'
-  TRAIN_JSON: '{train}'
-  VALID_JSON: '{val}'
-BACKBONE:
-  TYPE: 'res32_cifar_group'
-MODULE:
-  TYPE: 'GAP'
-CLASSIFIER:
-  TYPE: 'LWS'
-  BIAS: True
-LOSS:
-  LOSS_TYPE: 'ResCELoss'
-TRAIN:
-  USE_AMP: False
-  BATCH_SIZE: 128
-  MAX_EPOCH: 260
-  UNMIX_EPOCH: 20
-  NUM_WORKERS: {workers}
-  COMBINER:
-    TYPE: '{combiner}'
-    {alpha}
-  OPTIMIZER:
-    TYPE: 'SGD_group'
-    EXPERT: {expert}
-    BASE_LR: 0.2
-    MOMENTUM: 0.9
-    WEIGHT_DECAY: 5e-4
-  LR_SCHEDULER:
-    TYPE: 'warmup'
-    LR_STEP: [200, 240]
-    LR_FACTOR: 0.1
-    WARM_EPOCH: {warm}
-  TENSORBOARD:
-    ENABLE: True
-  SAMPLER:
-    TYPE: 'default'
-  DISTRIBUTED: False
-  SYNCBN: {syncbn}
-TRANSFORMS:
-  TRAIN_TRANSFORMS: ('random_crop', 'random_horizontal_flip')
-  TEST_TRANSFORMS: ()
-TEST:
-  BATCH_SIZE: 128
-  NUM_WORKERS: 8
-  MODEL_FILE: 'best_model.pth'
-  PRED_FILE: 'cifar100_imbalance100_val_pred'
-  LABEL_FILE: 'cifar100_imbalance100_val_lea'
-  FEA_FILE: 'cifar100_imbalance100_val_fea'
-"""
-
 RELEASES = {  # the release's CIFAR-100-LT IF100 (no mixup, warmup 0) and IF50 (mixup 0.3, warmup 10)
-    "if100": dict(combiner="default", alpha="", expert="[0.3, 0.03]", warm=0, syncbn=False, workers=4),
-    "if50": dict(combiner="mix_up_group", alpha="ALPHA: 0.3", expert="[0.4, 0.1]", warm=10, syncbn=True, workers=8),
+    "if100": dict(combiner="default", file="configs__cifar100_im100.yaml"),
+    "if50": dict(combiner="mix_up_group", file="configs__cifar100_im50.yaml"),
 }
 
 
 @pytest.mark.parametrize("variant, bounds", [("if100", (3, 8)), ("if50", (3, 6))])
 def test_a_release_yaml_with_only_its_paths_changed_is_recognised_translated_and_trains(tiny_lt, tmp_path, variant,
                                                                                        bounds):
-    path = tmp_path / f"cifar100_im{variant[2:]}.yaml"
-    path.write_text(RELEASE_YAML.format(out=tmp_path / "out", train=tiny_lt["train"], val=tiny_lt["val"],
-                                        **RELEASES[variant]))
+    path = release_fixture(tmp_path, "ace", RELEASES[variant]["file"], OUTPUT_DIR=tmp_path / "out",
+                           TRAIN_JSON=tiny_lt["train"], VALID_JSON=tiny_lt["val"])
     cfg = build_config(str(path))
     said = "\n".join(notices(cfg))
     assert cfg.METHOD == "ace" and "recognised an original ace release config" in said
@@ -450,6 +391,7 @@ def test_a_release_yaml_with_only_its_paths_changed_is_recognised_translated_and
     for words in ("res32_cifar_group -> res32_cifar", "ResCELoss", "SGD_group", "TEST.PRED_FILE"):
         assert words in said
     assert cfg.TRAIN.COMBINER.TYPE == RELEASES[variant]["combiner"]
+    assert cfg.TRAIN.DROP_LAST and "TRAIN.DROP_LAST True: as the release" in said
     saved = tmp_path / "saved.yaml"  # the adapted config, saved and built again, is unchanged
     saved.write_text(cfg.dump())
     assert build_config(str(saved)).dump() == cfg.dump()

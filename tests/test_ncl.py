@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 
-from conftest import PY, kill_then_resume, run_cli
+from conftest import PY, kill_then_resume, release_fixture, run_cli
 from lib.config import build_config, notices
 from lib.data.build import DataSplits
 from lib.engine.amp import AmpContext
@@ -375,93 +375,14 @@ def test_batched_experts_handle_syncbatchnorm_modules():
 
 
 # ---------------------------------------------------------------- release configs
-RELEASE_CIFAR100 = """\
-NAME: 'cifar100_im100_NCL'
-OUTPUT_DIR: '{out}'
-SHOW_STEP: 100
-SAVE_STEP: 100
-VALID_STEP: 1
-INPUT_SIZE: (32, 32)
-COLOR_SPACE: 'RGB'
-CPU_MODE: False
-DATASET:
-  ROOT: ''
-  DATASET: 'MULTI_NETWORK_CIFAR_AUGPLIS'
-  TRAIN_JSON: '{train}'
-  VALID_JSON: '{valid}'
-NETWORK:
-  PRETRAINED: False
-  PRETRAINED_MODEL: ''
-  MA_MODEL_ALPHA: 0.999
-  MOCO: False
-  MOCO_K: 1024
-  MOCO_T: 0.2
-  MOCO_DIM: 64
-BACKBONE:
-  MULTI_NETWORK_TYPE: ['res32_cifar', 'res32_cifar', 'res32_cifar']
-  FREEZE: False
-MODULE:
-  TYPE: 'GAP'
-CLASSIFIER:
-  TYPE: 'FC'
-  SEMI_TYPE: 'mlp'
-  BIAS: True
-LOSS:
-  LOSS_TYPE: 'NIL_NBOD'
-  HCM_N: 30
-  HCM_RATIO: 1.0
-  CE_RATIO: 1.0
-  CON_RATIO: 0.0
-  MULTI_CLASIIFIER_LOSS:
-    DIVERSITY_FACTOR: 0.6
-    DIVERSITY_FACTOR_HCM: 0.6
-TRAIN:
-  BATCH_SIZE: 64
-  MAX_EPOCH: 400
-  NUM_WORKERS: 2
-  SHUFFLE: True
-  DISTRIBUTED: False
-  SYNCBN: True
-  COMBINER:
-    TYPE: 'multi_network_default'
-  TENSORBOARD:
-    ENABLE: True
-  SAMPLER:
-    TYPE: 'default'
-    MULTI_NETWORK_TYPE: ['default']
-  OPTIMIZER:
-    TYPE: 'SGD'
-    BASE_LR: 0.1
-    MOMENTUM: 0.9
-    WEIGHT_DECAY: 2e-4
-  LR_SCHEDULER:
-    TYPE: 'warmup'
-    LR_STEP: [320, 360]
-    LR_FACTOR: 0.1
-    WARM_EPOCH: 5
-TRANSFORMS:
-  TRAIN_TRANSFORMS: ('random_crop', 'random_horizontal_flip')
-  TEST_TRANSFORMS: ()
-TEST:
-  BATCH_SIZE: 256
-  NUM_WORKERS: 8
-  MODEL_FILE: 'best_model.pth'
-"""
-# the _with_contrastive variant differs only in these lines
-CONTRASTIVE = [("cifar100_im100_NCL'", "cifar100_im100_NCL_with_contrastive'"),
-               ("MULTI_NETWORK_CIFAR_AUGPLIS'", "MULTI_NETWORK_CIFAR_MOCO_AUGPLIS'"),
-               ("MOCO: False", "MOCO: True"), ("CON_RATIO: 0.0", "CON_RATIO: 1.0"),
-               ("multi_network_default'", "multi_network_default_CON'"), ("NUM_WORKERS: 2", "NUM_WORKERS: 8")]
+RELEASE_FILES = {False: "config__CIFAR__CIFAR100__cifar100_im100_NCL.yaml",
+                 True: "config__CIFAR__CIFAR100__cifar100_im100_NCL_with_contrastive.yaml"}
 
 
 def release_yaml(tmp_path, tiny_lt, contrastive=False):
-    text = RELEASE_CIFAR100.format(out=tmp_path / "out", train=tiny_lt["train"], valid=tiny_lt["test"])
-    for a, b in CONTRASTIVE if contrastive else ():
-        assert a in text
-        text = text.replace(a, b)
-    path = tmp_path / ("release_con.yaml" if contrastive else "release.yaml")
-    path.write_text(text)
-    return path
+    """The release's CIFAR-100 YAML as shipped (tests/fixtures/release_configs) with only its paths changed."""
+    return release_fixture(tmp_path, "ncl", RELEASE_FILES[contrastive], OUTPUT_DIR=tmp_path / "out",
+                           TRAIN_JSON=tiny_lt["train"], VALID_JSON=tiny_lt["test"])
 
 
 @pytest.mark.parametrize("contrastive", [False, True], ids=["ncl", "ncl_with_contrastive"])
@@ -471,6 +392,9 @@ def test_a_release_cifar100_config_runs_with_only_its_paths_changed(tmp_path, ti
     said = "\n".join(notices(cfg))
     assert cfg.METHOD == "ncl" and cfg.TRAIN.COMBINER.TYPE == "default" and cfg.BACKBONE.TYPE == "res32_cifar"
     assert cfg.TRAIN.SAMPLER.TYPE == "default" and cfg.NETWORK.MOCO is contrastive
+    # the release's behaviour (docs/deviations.md): zero-filled hard categories, last partial batch dropped
+    assert cfg.LOSS.HCM_FILL == "zero" and cfg.TRAIN.DROP_LAST and cfg.DROPOUT is False
+    assert cfg.NCL.MOCO.REPLICATE_RELEASE_QUIRKS is contrastive and "LOSS.HCM_FILL zero: as the release" in said
     assert "recognised an original ncl release config" in said
     assert "TRAIN.BATCH_SIZE 64 is read as the GLOBAL batch" in said and "per GPU under DDP" in said
     assert "autoaugment" in said and "cutout" in said  # which named transforms reproduce the release's class

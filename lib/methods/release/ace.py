@@ -4,6 +4,7 @@ mix_up_group combiner)."""
 from yacs.config import CfgNode as CN
 
 from ...utils.unused_keys import accept_unused
+from . import apply_release_behaviour
 
 # the release's `*_group` backbones -> ours (resnext50_group was broken by a typo in the release)
 GROUP_BACKBONES = {f"{b}_group": b for b in ("res32_cifar", "res10", "res50", "res152", "resnext50")}
@@ -34,6 +35,7 @@ def matches(cfg):
 
 def adapt(cfg, explicit):
     """Release spellings -> ours, in place (idempotent); returns the notices."""
+    release = "METHOD" not in explicit and matches(cfg)  # a release YAML as shipped (before the translation)
     notes = []
     if cfg.BACKBONE.TYPE in GROUP_BACKBONES:
         new = GROUP_BACKBONES[cfg.BACKBONE.TYPE]
@@ -58,21 +60,6 @@ def adapt(cfg, explicit):
         notes.append("DATASET.REORDER_CLASSES True: ACE ranks classes by training count (class 0 = largest); "
                      "per-class outputs use the ranked ids (class_order.json maps them back)")
         cfg.DATASET.REORDER_CLASSES = True
-    if "METHOD" not in explicit and matches(cfg):
-        notes += release_behaviour(cfg, explicit, RELEASE_BEHAVIOUR)
-    return notes
-
-
-def release_behaviour(cfg, explicit, wanted):
-    """Set the release's value of every switch in `wanted` that the YAML / command line leaves unset."""
-    notes = []
-    for key, (value, why) in wanted.items():
-        if key in explicit:
-            continue
-        node, leaf = key.rsplit(".", 1)
-        target = cfg
-        for part in node.split("."):
-            target = target[part]
-        target[leaf] = value
-        notes.append(f"{key} {value}: as the release ({why}; docs/deviations.md)")
+    if release:
+        notes += apply_release_behaviour(cfg, explicit, RELEASE_BEHAVIOUR)
     return notes

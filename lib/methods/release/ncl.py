@@ -7,6 +7,7 @@ YAML or the command line sets the key), with one notice per translation.
 import os
 
 from ...utils.unused_keys import accept_unused
+from . import apply_release_behaviour
 from ...utils.errors import UserError
 
 RELEASE_COMBINERS = ("multi_network_default", "multi_network_default_CON")
@@ -85,9 +86,11 @@ def adapt(cfg, explicit):
     if cfg.DROPOUT:
         raise UserError("DROPOUT True (the release's dropout on each expert's feature) is not implemented; no "
                         "released NCL config sets it: set DROPOUT False")
+    release = "METHOD" not in explicit and matches(cfg)  # a release YAML as shipped: run as the release ran
     notes = _combiner(cfg) + _experts(cfg) + _sampler(cfg) + _dataset(cfg, explicit)
-    if "METHOD" not in explicit and matches(cfg):  # a release YAML as shipped: run as the release ran
-        notes += _release_behaviour(cfg, explicit) + _batch_notes(cfg)
+    if release:
+        wanted = dict(RELEASE_BEHAVIOUR, **(MOCO_RELEASE_BEHAVIOUR if cfg.NETWORK.MOCO else {}))
+        notes += apply_release_behaviour(cfg, explicit, wanted) + _batch_notes(cfg)
     return notes
 
 
@@ -147,22 +150,6 @@ def _dataset(cfg, explicit):
                 set_detail.append(f"{key} {value}")
         notes.append(f"TRANSFORMS.SECOND_VIEW_TRANSFORMS unset: the release's second view of {name}, {names}, with "
                      f"PROCESS_DETAIL {', '.join(set_detail) or 'as configured'}")
-    return notes
-
-
-def _release_behaviour(cfg, explicit):
-    """Set the release's behaviour for every switch the YAML / command line leaves unset."""
-    wanted = dict(RELEASE_BEHAVIOUR, **(MOCO_RELEASE_BEHAVIOUR if cfg.NETWORK.MOCO else {}))
-    notes = []
-    for key, (value, why) in wanted.items():
-        if key in explicit:
-            continue
-        node, leaf = key.rsplit(".", 1)
-        target = cfg
-        for part in node.split("."):
-            target = target[part]
-        target[leaf] = value
-        notes.append(f"{key} {value}: as the release ({why}; docs/deviations.md)")
     return notes
 
 
