@@ -231,9 +231,9 @@ class ACEMethod(Method):
         self.register_buffer("coverage", self.splits.coverage(), persistent=False)
 
     # -------------------------------------------------------------- contract
-    @property
-    def epochs(self):
-        return self.mix_epochs + self.unmix_epochs
+    @staticmethod
+    def total_epochs(cfg):
+        return int(cfg.TRAIN.MAX_EPOCH) + int(cfg.TRAIN.UNMIX_EPOCH)  # mixed, then un-mixed epochs
 
     @property
     def num_experts(self):

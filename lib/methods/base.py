@@ -16,11 +16,12 @@ Config (static, called on the class before any method exists)
     resume_may_change(cfg)       -> config keys (dotted; a node covers its keys) a full resume may change
                                  besides the run-control ones (ACE: TRAIN.UNMIX_EPOCH); default ()
     loss_name(cfg)               -> the loss this config trains with, for reports (default LOSS.LOSS_TYPE)
+    total_epochs(cfg)            -> the number of epochs a run of this config trains (default TRAIN.MAX_EPOCH;
+                                 ACE adds TRAIN.UNMIX_EPOCH); the `epochs` property of a built method
 
 Building and loading
     __init__(cfg, counts)        build the networks from the config and the training counts n_c
-    epochs                       number of epochs the trainer runs (default TRAIN.MAX_EPOCH; ACE adds
-                                 its un-mixed epochs)
+    epochs                       number of epochs the trainer runs: total_epochs(cfg)
     describe()                   -> lines the trainer logs once at start-up (e.g. ACE's expert splits)
     pretrained_may_lack          key substrings a NETWORK.PRETRAINED_MODEL may lack (LWS's scales); ()
     pretrained_may_mismatch      key substrings after_pretrained_loaded re-initialises, so a
@@ -90,6 +91,10 @@ class Method(nn.Module):
     def loss_name(cfg):
         return cfg.LOSS.LOSS_TYPE
 
+    @staticmethod
+    def total_epochs(cfg):
+        return int(cfg.TRAIN.MAX_EPOCH)
+
     pretrained_may_lack = ()
     pretrained_may_mismatch = ()
     prediction_name = ""
@@ -97,7 +102,7 @@ class Method(nn.Module):
 
     @property
     def epochs(self):
-        return self.cfg.TRAIN.MAX_EPOCH
+        return type(self).total_epochs(self.cfg)
 
     def lr_scales(self, batch):
         return None
