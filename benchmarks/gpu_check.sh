@@ -17,7 +17,7 @@
 # output/gpu_check/work/ (git-ignored). The data is Fashion-MNIST-LT, built if missing.
 #   --dry        the same plan on this CPU with tiny sizes (1 epoch of ~100 images, gloo, throughput --smoke,
 #                the first multi-expert config only, torch.compile with the `eager` backend); results go to
-#                output/gpu_check_dry/ unless --out is given. tests/test_gpu_check.py runs it.
+#                output/gpu_check_dry/ unless --out is given. tests/benchmarks/test_gpu_check.py runs it.
 #   --only 3,5   run only these steps (e.g. to repeat the failed ones)
 set -uo pipefail  # no -e: a failing step is recorded and the next one still runs
 cd "$(dirname "$0")/.."

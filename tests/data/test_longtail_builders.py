@@ -22,7 +22,7 @@ from lib.data.longtail import (exponential_counts, format_imb_factor, select_lon
 from lib.utils.shots import shot_groups
 from lib.utils.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

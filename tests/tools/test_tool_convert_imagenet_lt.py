@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import load_tool
 from lib.data.annotations import read_json, validate_annotations
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 

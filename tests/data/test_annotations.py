@@ -17,7 +17,7 @@ def ann(i, y, fpath=None):
     return {"image_id": i, "fpath": fpath or f"img{i}.png", "category_id": y}
 
 
-BAD_JSONS = [  # (file content, expected message): also run through read_table (tests/test_large_json.py)
+BAD_JSONS = [  # (file content, expected message): also run through read_table (tests/data/test_large_json.py)
     ("{not json", "malformed JSON"),
     ({"num_classes": 2}, "missing key 'annotations'"),
     ({"annotations": [ann(0, 0)]}, "missing key 'num_classes'"),

@@ -16,7 +16,7 @@ import torch
 from lib.config import build_config
 from lib.methods import build_method
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "golden")
 REL = 1e-5
 

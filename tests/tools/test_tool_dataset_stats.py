@@ -8,7 +8,7 @@ from PIL import Image
 from conftest import load_tool
 from lib.data.longtail import exponential_counts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 

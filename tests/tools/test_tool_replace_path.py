@@ -7,7 +7,7 @@ import pytest
 
 from conftest import load_tool
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 
