@@ -3,6 +3,7 @@ builder and the real JSON path) and a tiny training config."""
 import importlib.util
 import json
 import os
+import socket
 import sys
 
 import pytest
@@ -54,6 +55,13 @@ def tiny_cfg(tiny_lt, tmp_path):
     template = open(os.path.join(ROOT, "tests", "tiny_template.yaml")).read()
     cfg.write_text(template.format(out=tmp_path / "out", train=tiny_lt["train"], val=tiny_lt["val"], test=tiny_lt["test"]))
     return cfg
+
+
+def free_port():
+    """A TCP port free on this machine now (for a DDP rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_cli(args, cwd=ROOT, env=None, timeout=300):

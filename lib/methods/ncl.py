@@ -149,8 +149,8 @@ class NCLMethod(Method):
         cfg.NCL.BATCHED_EXPERTS = False  # run the K experts as one wide network (same outputs and checkpoints)
         cfg.NCL.MOCO = CN()
         cfg.NCL.MOCO.SHUFFLE_BN = True  # shuffle the key batch (across ranks under DDP) for the key encoder's BN
-        cfg.NCL.MOCO.REPLICATE_RELEASE_QUIRKS = False  # the release's EMA K times per step, frozen key projector,
-        # key encoder not copied from the query; False = standard MoCo
+        cfg.NCL.MOCO.REPLICATE_RELEASE_QUIRKS = True  # the release's MoCo: EMA K times per step after the forward,
+        # frozen key projector, key encoder not copied; False = standard MoCo (docs/deviations.md)
         # -- the release's keys, at the release's nodes, with NCL's values as defaults
         cfg.BACKBONE.MULTI_NETWORK_TYPE = []  # one backbone name per expert (its length is K); [] = BACKBONE.TYPE
         cfg.LOSS.MULTI_CLASIIFIER_LOSS = CN()  # (sic: the release's spelling)

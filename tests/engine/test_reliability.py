@@ -204,7 +204,7 @@ def test_ddp_two_gloo_processes_equal_one_process_with_the_full_batch(tiny_cfg, 
     (SGD is chaotic: a 1e-7 relative perturbation grows to ~1e-4 within 8 steps here, so N is small.)"""
     import json
 
-    from test_training import free_port
+    from conftest import free_port
 
     warm = build_config(str(tiny_cfg), ["NAME", "warm", "TRAIN.MAX_EPOCH", "2", "TRAIN.OPTIMIZER.BASE_LR", "0.0",
                                         "DATASET.VALID_JSON", "", "DATASET.TEST_JSON", ""])
@@ -239,7 +239,7 @@ def test_ddp_two_gloo_processes_equal_one_process_with_the_full_batch(tiny_cfg, 
 
 @pytest.mark.slow
 def test_a_crashing_rank_makes_the_launcher_exit_non_zero(tiny_cfg, tmp_path):
-    from test_training import free_port
+    from conftest import free_port
 
     hook = tmp_path / "crash_hook"
     hook.mkdir()

@@ -2,14 +2,13 @@
 import glob
 import json
 import os
-import socket
 
 import pytest
 import torch
 
 from lib.config import build_config
 from lib.engine.trainer import train
-from conftest import PY, run_cli
+from conftest import PY, free_port, run_cli
 
 
 def run_dir(cfg):
@@ -71,12 +70,6 @@ def test_valid_py_reproduces_the_trainer_accuracy(tiny_cfg, tmp_path):
     assert report["top1"] == results["top1"]
     assert report["many"] == results["many"] and report["few"] == results["few"]
     assert os.path.isfile(os.path.join(run_dir(cfg), "eval", "test_best_model", "per_class_accuracy.png"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -181,7 +181,7 @@ def step(m, b, opt=None):
 
 def test_moco_queue_receives_the_keys_keeps_its_size_and_wraps_its_pointer():
     torch.manual_seed(0)
-    m = ncl(*MOCO)
+    m = ncl(*MOCO, "NCL.MOCO.REPLICATE_RELEASE_QUIRKS", "False")
     assert m.moco_queue.shape == (3, 8, 16) and int(m.moco_queue_ptr) == 0
     k1 = torch.randn(8, 3, 8)
     m.enqueue(k1)
@@ -224,8 +224,9 @@ def test_shuffle_bn_permutes_the_key_batch_and_the_keys_come_back_in_batch_order
 
 
 def test_the_key_encoder_starts_as_a_copy_and_moves_by_the_ema_rule_once_per_step():
+    """Standard MoCo (NCL.MOCO.REPLICATE_RELEASE_QUIRKS False; the default is the release's)."""
     torch.manual_seed(0)
-    m = ncl(*MOCO, "NETWORK.MA_MODEL_ALPHA", "0.9")
+    m = ncl(*MOCO, "NETWORK.MA_MODEL_ALPHA", "0.9", "NCL.MOCO.REPLICATE_RELEASE_QUIRKS", "False")
     for q, k in zip(m.experts, m.key_experts):
         for (a, x), (_, y) in zip(list(q.backbone.named_parameters()) + list(q.projector.named_parameters()),
                                   list(k.backbone.named_parameters()) + list(k.projector.named_parameters())):
@@ -394,7 +395,7 @@ def test_a_release_cifar100_config_runs_with_only_its_paths_changed(tmp_path, ti
     assert cfg.TRAIN.SAMPLER.TYPE == "default" and cfg.NETWORK.MOCO is contrastive
     # the release's behaviour (docs/deviations.md): zero-filled hard categories, last partial batch dropped
     assert cfg.LOSS.HCM_FILL == "zero" and cfg.TRAIN.DROP_LAST and cfg.DROPOUT is False
-    assert cfg.NCL.MOCO.REPLICATE_RELEASE_QUIRKS is contrastive and "LOSS.HCM_FILL zero: as the release" in said
+    assert cfg.NCL.MOCO.REPLICATE_RELEASE_QUIRKS and "LOSS.HCM_FILL zero: as the release" in said
     assert "recognised an original ncl release config" in said
     assert "TRAIN.BATCH_SIZE 64 is read as the GLOBAL batch" in said and "per GPU under DDP" in said
     assert "autoaugment" in said and "cutout" in said  # which named transforms reproduce the release's class
@@ -472,7 +473,7 @@ def test_launcher_run_killed_and_resumed_ends_with_identical_weights_and_valid_p
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_with_moco_complete(tiny_cfg):
-    from test_training import free_port
+    from conftest import free_port
 
     r = run_cli(["bash", "distributed_data_parallel_train.sh", str(tiny_cfg), "2", "cpu", "NAME", "ddp_moco"]
                 + TINY_NCL + TINY_MOCO + ["TRAIN.MAX_EPOCH", "1", "TRAIN.NUM_WORKERS", "0", "DETERMINISTIC", "False"],

@@ -22,7 +22,7 @@ def test_ncl_release_yamls_load_as_shipped_with_the_releases_behaviour(path):
     cfg = build_config(path)
     assert cfg.METHOD == "ncl" and cfg.TRAIN.COMBINER.TYPE == "default"
     assert cfg.LOSS.HCM_FILL == "zero" and cfg.TRAIN.DROP_LAST and cfg.DROPOUT is False
-    assert cfg.NCL.MOCO.REPLICATE_RELEASE_QUIRKS is cfg.NETWORK.MOCO
+    assert cfg.NCL.MOCO.REPLICATE_RELEASE_QUIRKS
 
 
 def test_the_ncl_plus_plus_yaml_is_a_one_line_error():
