@@ -233,10 +233,14 @@ def test_non_finite_loss_later_names_the_epoch_latest_pth_holds(tiny_cfg, monkey
 
 
 @pytest.mark.slow
-def test_non_finite_loss_over_an_earlier_runs_folder_says_the_file_is_not_from_this_run(stage_one):
-    tiny_cfg, _ = stage_one  # a new process, same run folder, without --ar
+def test_non_finite_loss_over_an_earlier_runs_folder_keeps_the_earlier_run_and_says_nothing_is_saved(stage_one):
+    tiny_cfg, run = stage_one  # a new process, same run folder, without --ar: the earlier run is moved aside first
+    before = ckpt_mod.load_checkpoint(os.path.join(run, "models", "latest.pth"))["epoch"]
     r = run_cli([PY, "main/train.py", str(tiny_cfg), "NAME", "stage1", "TRAIN.OPTIMIZER.BASE_LR", "1e30",
                  "TRAIN.MAX_EPOCH", "1", "DATASET.TEST_JSON", ""], cwd=ROOT)
     err = r.stderr.strip()
     assert r.returncode == 2 and "\n" not in err
-    assert "models/latest.pth holds epoch 1, written before this run started: this run has saved nothing yet" in err
+    assert "non-finite loss" in err and "no checkpoint has been written yet" in err
+    moved = [d for d in os.listdir(run.parent) if d.startswith("stage1.")]
+    assert len(moved) == 1 and f"moved it, unchanged, to {run.parent / moved[0]}" in r.stdout + r.stderr
+    assert ckpt_mod.load_checkpoint(os.path.join(run.parent, moved[0], "models", "latest.pth"))["epoch"] == before
