@@ -123,22 +123,6 @@ def kill_then_resume(cmd, needle="epoch 2 iter 3/", timeout=900):
     return r
 
 
-def launcher_resume_matches(cfg_path, opts):
-    """A `data_parallel_train.sh CONFIG cpu` run (NAME ref) beside one killed mid-epoch 2 and resumed with --ar
-    (NAME killed); asserts both end with identical weights and returns the two state dicts (ref, killed)."""
-    import torch
-
-    launcher = ["bash", "data_parallel_train.sh", str(cfg_path), "cpu"]
-    ref = popen_cli(launcher + ["NAME", "ref", *opts])
-    kill_then_resume(launcher + ["NAME", "killed", *opts])
-    _, err = ref.communicate(timeout=600)
-    assert ref.returncode == 0, err[-2000:]
-    out = os.path.join(os.path.dirname(cfg_path), "out")
-    a, b = latest_weights(os.path.join(out, "ref")), latest_weights(os.path.join(out, "killed"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    return a, b
-
-
 # ---------------------------------------------------------------- a test run leaves the checkout clean
 _TOP_LEVEL = set()
 

@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from conftest import PY, ROOT, launcher_resume_matches, load_tool, run_cli
+from conftest import PY, ROOT, load_tool, run_cli
 from lib.config import build_config
 from lib.evaluation import tau_search
 from lib.methods import build_method
@@ -409,9 +409,11 @@ TINY_OPTS = ["METHOD", "cadel", "CADEL.MIXUP_ALPHA", "0.5", "TRAIN.MAX_EPOCH", "
 
 
 @pytest.mark.slow
-def test_cpu_run_killed_and_resumed_matches_then_valid_and_posthoc_report_every_head(tiny_cfg):
+def test_cpu_launcher_run_then_valid_and_posthoc_report_every_head(tiny_cfg):
+    # kill / resume: tests/methods/test_every_method.py
     out = os.path.join(os.path.dirname(tiny_cfg), "out")
-    launcher_resume_matches(tiny_cfg, TINY_OPTS)
+    r = run_cli(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "NAME", "killed", *TINY_OPTS])
+    assert r.returncode == 0, r.stderr[-2000:]
 
     r = run_cli([PY, "valid.py", str(tiny_cfg), "NAME", "killed", *TINY_OPTS])
     assert r.returncode == 0, r.stderr[-2000:]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import PY, ROOT, launcher_resume_matches, run_cli
+from conftest import PY, ROOT, latest_weights, run_cli
 from lib.config import build_config
 from lib.engine.optim import LRSchedule, build_optimizer
 from lib.methods import build_method
@@ -346,9 +346,12 @@ TINY_OPTS = [*VIT_OPTS, "BACKBONE.TYPE", "vit_tiny_p4", "BACKBONE.DROP_PATH", "0
 
 
 @pytest.mark.slow
-def test_tiny_vit_cadel_killed_and_resumed_matches_then_valid_and_posthoc_report_every_head(tiny_cfg):
+def test_tiny_vit_cadel_launcher_run_then_valid_and_posthoc_report_every_head(tiny_cfg):
+    # kill / resume: tests/methods/test_every_method.py
     out = os.path.join(os.path.dirname(tiny_cfg), "out")
-    a, _ = launcher_resume_matches(tiny_cfg, TINY_OPTS)
+    r = run_cli(["bash", "data_parallel_train.sh", str(tiny_cfg), "cpu", "NAME", "killed", *TINY_OPTS])
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = latest_weights(os.path.join(out, "killed"))
     assert any(k.startswith("net.aux_heads.0.blocks.1.") for k in a)
 
     r = run_cli([PY, "valid.py", str(tiny_cfg), "NAME", "killed", *TINY_OPTS])
