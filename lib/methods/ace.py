@@ -172,6 +172,7 @@ class ACEMethod(Method):
         cfg.ACE.THRESHOLDS = []  # K-1 split thresholds s_1 > ... > s_{K-1}; [] = TRAIN.OPTIMIZER.EXPERT
         cfg.ACE.LR_SCALE = "data_share"  # data_share | threshold | batch_share | none
         cfg.ACE.NORM_WITH_SCALES = False  # aggregation norms ||sigma_c W[c]|| instead of ||W[c]|| (an option)
+        cfg.ACE.AGGREGATION = "weight_norm"  # weight_norm (m_k = w̄_1 / w̄_k, the release) | plain (m_k = 1)
         cfg.ACE.REINIT_EXPERTS = True  # experts 2..K get their own random init (False: copies of expert 1)
         # the release's keys
         if "EXPERT" not in cfg.TRAIN.OPTIMIZER:
@@ -202,6 +203,9 @@ class ACEMethod(Method):
         self.threshold_key = key
         self.lr_rule = choose(a.LR_SCALE, LR_SCALES, "ACE.LR_SCALE")
         self.norm_with_scales = bool(a.NORM_WITH_SCALES)
+        self.rescale = choose(a.AGGREGATION, ("weight_norm", "plain"), "ACE.AGGREGATION") == "weight_norm"
+        if not self.rescale:
+            self.prediction_name = "plain aggregate"
         if cfg.LOSS.LOSS_TYPE not in LOSS_TYPES:
             raise UserError(f"METHOD ace computes its own loss (ResCELoss): LOSS.LOSS_TYPE must be "
                             f"CrossEntropy or ResCELoss, got {cfg.LOSS.LOSS_TYPE!r}")
@@ -332,8 +336,11 @@ class ACEMethod(Method):
         return total, logs
 
     def aggregation_factors(self):
-        """m_k = w̄_1 / w̄_k (m_1 = 1), w̄_k = mean row norm of head k over its target classes."""
+        """m_k = w̄_1 / w̄_k (m_1 = 1), w̄_k = mean row norm of head k over its target classes; all 1 when
+        ACE.AGGREGATION is plain."""
         heads, s = self.net.heads, self.splits
+        if not self.rescale:
+            return torch.ones(s.num_experts)
         w = [mean_row_norms(heads[k], list(s.target_classes(k)), self.norm_with_scales) for k in range(s.num_experts)]
         return torch.stack([w[0] / wk.clamp(min=1e-12) for wk in w])
 

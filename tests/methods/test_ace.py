@@ -271,6 +271,18 @@ def test_aggregation_equals_a_hand_computed_three_expert_example():
     assert m.aggregation_factors().tolist() == pytest.approx([1.0, 1.0, 0.5])
 
 
+def test_plain_aggregation_averages_the_covering_experts_without_rescaling():
+    m = ace_method("ACE.AGGREGATION", "plain", counts=(100, 50, 20, 5), thresholds="[0.3, 0.02]")
+    set_rows(m.net.heads[0], [2.0, 2.0, 2.0, 2.0])
+    set_rows(m.net.heads[1], [9.0, 1.0, 1.0, 1.0])
+    set_rows(m.net.heads[2], [9.0, 9.0, 9.0, 4.0])
+    z1, z2, z3 = torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[10.0, 1.0, 2.0, 3.0]]), torch.full((1, 4), 6.0)
+    assert m.aggregation_factors().tolist() == [1.0, 1.0, 1.0] and m.prediction_name == "plain aggregate"
+    assert m.predict([z1, z2, z3])["logits"][0].tolist() == pytest.approx([1.0, 1.5, 2.5, (4 + 3 + 6) / 3])
+    with pytest.raises(UserError, match="unknown ACE.AGGREGATION 'mean'; valid: weight_norm, plain"):
+        ace_method("ACE.AGGREGATION", "mean")
+
+
 def test_aggregate_averages_over_the_experts_covering_each_class_for_four_experts():
     cover = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)
     zs = [torch.full((1, 4), float(k + 1)) for k in range(4)]  # z_k = k + 1 everywhere
