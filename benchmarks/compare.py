@@ -57,8 +57,6 @@ import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, CHECKOUT)  # this checkout's lib/
 from lib.config import build_config  # noqa: E402
 from lib.data.annotations import class_counts, load_annotations  # noqa: E402
 from lib.data.longtail import format_imb_factor  # noqa: E402
@@ -67,8 +65,9 @@ from lib.methods import METHODS  # noqa: E402
 from lib.utils.atomic import atomic_open, write_json, write_text  # noqa: E402
 from lib.utils.errors import UserError, exit_on_user_error  # noqa: E402
 
-from machine_info import describe_machine, machine_line  # noqa: E402
+from benchmarks.machine_info import describe_machine, machine_line  # noqa: E402
 
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # stripped from stored error messages
 CONFIG_GLOB = "configs/fashion_mnist_lt/*.yaml"
 DATA_ROOT = "data/fashion_mnist_lt"
 FULL_SEEDS = (42, 43, 44)

@@ -47,7 +47,6 @@ def config_method(path):
     except Exception:
         pass
     try:
-        sys.path.insert(0, ROOT)
         from lib.config import build_config
 
         return build_config(path).METHOD, ""
@@ -155,8 +154,7 @@ def cmd_env(args):
 
     import torch
 
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from machine_info import describe_machine, machine_line
+    from benchmarks.machine_info import describe_machine, machine_line
 
     print(f"python {platform.python_version()}")
     vers = {}
@@ -175,7 +173,6 @@ def cmd_env(args):
         p = torch.cuda.get_device_properties(0)
         print(f"GPU 0: {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, "
               f"compute capability {p.major}.{p.minor}")
-    sys.path.insert(0, ROOT)
     from lib.utils.tv import torchvision
     import tensorboardX
     import yacs  # noqa: F401

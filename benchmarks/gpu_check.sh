@@ -9,12 +9,14 @@
 #   1 CE, 2 epochs, AMP (fp16 + GradScaler), through data_parallel_train.sh on GPU 0, then valid.py on it
 #   2 the same through distributed_data_parallel_train.sh (torchrun, NCCL), then valid.py
 #   3 2 epochs (AMP) of every configs/fashion_mnist_lt/ config whose METHOD is not ce/wb (found at run time)
-#   4 benchmarks/throughput.py --device cuda at batch 128 (with the K-expert ratios) and 512
-#   5 benchmarks/compile_ratio.py: torch.compile vs eager ResNet-32 training step
+#   4 benchmarks/throughput.py --device cuda at batch 128 (with the K-expert ratios) and 512, then the
+#     studies benchmarks/studies/ncl_experts.py (NCL's experts batched vs sequential) and vit_step.py
+#   5 benchmarks/studies/compile_ratio.py: torch.compile vs eager ResNet-32 training step
 # A failing step is recorded and the next one runs. Results go to benchmarks/results/ (or --out DIR):
 # gpu_check.md / gpu_check.json (the step table, the machine), throughput_cuda.md/.json (batch 128),
-# throughput_cuda_b512.md/.json and compile_ratio_cuda.md/.json. Logs and the training runs stay in
-# output/gpu_check/work/ (git-ignored). The data is Fashion-MNIST-LT, built if missing.
+# throughput_cuda_b512.md/.json, and in studies/: ncl_experts_cuda, vit_step_cuda and compile_ratio_cuda
+# (.md/.json). Logs and the training runs stay in output/gpu_check/work/ (git-ignored). The data is
+# Fashion-MNIST-LT, built if missing.
 #   --dry        the same plan on this CPU with tiny sizes (1 epoch of ~100 images, gloo, throughput --smoke,
 #                the first multi-expert config only, torch.compile with the `eager` backend); results go to
 #                output/gpu_check_dry/ unless --out is given. tests/benchmarks/test_gpu_check.py runs it.
@@ -84,13 +86,16 @@ finish() {  # the summary and the result tables; the exit status says whether ev
     --logs "$(realpath -m --relative-to="$ROOT" "$WORK/logs")" \
     || { echo "(summary failed; the raw step table:)"; cat "$STEPS_TSV"; }
   local f
-  for f in "$WORK"/throughput_b128/throughput_* "$WORK"/compile/compile_ratio_*; do
+  for f in "$WORK"/throughput_b128/throughput_*; do
     [ -f "$f" ] && cp "$f" "$RESULTS/"
+  done
+  for f in "$WORK"/studies/*; do
+    [ -f "$f" ] && mkdir -p "$RESULTS/studies" && cp "$f" "$RESULTS/studies/"
   done
   for f in "$WORK"/throughput_b512/throughput_*; do  # throughput_cuda.md -> throughput_cuda_b512.md
     [ -f "$f" ] && cp "$f" "$RESULTS/$(basename "${f%.*}")_b512.${f##*.}"
   done
-  echo "results in $RESULTS: $(cd "$RESULTS" && ls gpu_check.* throughput_* compile_ratio_* 2>/dev/null | tr '\n' ' ')"
+  echo "results in $RESULTS: $(cd "$RESULTS" && ls gpu_check.* throughput_* studies/* 2>/dev/null | tr '\n' ' ')"
   echo "logs in $WORK/logs"
   local failed
   failed=$(awk -F'\t' '$2 == "FAILED" || $2 == "TIMEOUT"' "$STEPS_TSV" | wc -l)
@@ -107,7 +112,7 @@ while [ $# -gt 0 ]; do
     --only) [ $# -ge 2 ] || die "--only needs step numbers; $USAGE"; ONLY=$2; shift ;;
     --max-configs) [ $# -ge 2 ] || die "--max-configs needs N; $USAGE"; max_configs=$2; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs DIR; $USAGE"; outdir=$2; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1'; $USAGE" ;;
   esac
   shift
@@ -167,8 +172,8 @@ fi
 train_opts=(TRAIN.MAX_EPOCH "$epochs" TRAIN.AMP.ENABLE True OUTPUT_DIR "$WORK/runs" "${data_opts[@]}")
 valid_opts=(OUTPUT_DIR "$WORK/runs" TRAIN.AMP.ENABLE True DEVICE "$dev" "${data_opts[@]}")
 # per-step caps (seconds); the budget's deadline shortens them when time runs out
-cap_train=300 cap_valid=120 cap_cfg=300 cap_tp=300 cap_tp2=200 cap_compile=300
-[ "$DRY" = 1 ] && cap_train=120 cap_valid=90 cap_cfg=120 cap_tp=120 cap_compile=120
+cap_train=300 cap_valid=120 cap_cfg=300 cap_tp=300 cap_tp2=200 cap_study=150 cap_compile=300
+[ "$DRY" = 1 ] && cap_train=120 cap_valid=90 cap_cfg=120 cap_tp=120 cap_study=90 cap_compile=120
 
 # 1: DataParallel launcher on GPU 0, AMP fp16 + GradScaler; then valid.py on its best checkpoint
 if selected 1; then
@@ -198,31 +203,36 @@ if selected 3; then
     done <<< "$found"
   fi
 fi
-# 4: throughput (framework vs bare, data pipeline, K-expert ratios in (c)) at batch 128 and 512
+# 4: throughput (framework vs bare, data pipeline, K-expert ratios in (c)) at batch 128 and 512; two studies
 if selected 4; then
   if [ "$DRY" = 1 ]; then
     run_step 4_throughput_b128 "$cap_tp" "$PY" benchmarks/throughput.py --device cpu --smoke --threads 1 \
       --workers 1 --out "$WORK/throughput_b128"
     # the batch-512 run is the same script and options with another --batch: not repeated on the CPU
     record 4_throughput_b512 skipped 0 "dry: the same command as 4_throughput_b128 with --batch 512 --configs $CE_CFG" ""
+    timing=(--device cpu --smoke --threads 1) ncl=(--variants fp32)
   else
     run_step 4_throughput_b128 "$cap_tp" "$PY" benchmarks/throughput.py --device cuda --batch 128 --repeats 5 \
       --repeat-seconds 0.5 --out "$WORK/throughput_b128"
     # (c), the K-expert ratios, once is enough: only the (single-model) CE config at batch 512
     run_step 4_throughput_b512 "$cap_tp2" "$PY" benchmarks/throughput.py --device cuda --batch 512 --repeats 5 \
       --repeat-seconds 0.5 --configs "$CE_CFG" --out "$WORK/throughput_b512"
+    timing=(--device cuda --batch 128 --repeats 5 --repeat-seconds 0.5) ncl=(--variants fp16_channels_last)
   fi
+  run_step 4_ncl_experts "$cap_study" "$PY" benchmarks/studies/ncl_experts.py "${timing[@]}" "${ncl[@]}" \
+    --out "$WORK/studies"
+  run_step 4_vit_step "$cap_study" "$PY" benchmarks/studies/vit_step.py "${timing[@]}" --out "$WORK/studies"
 fi
 # 5: torch.compile vs eager
 if selected 5; then
   if [ "$DRY" = 1 ]; then
     echo "dry run: torch.compile with the 'eager' backend (graph capture only; inductor's code generation on a CPU" \
          "takes over a minute), so the compiled speed is not measured here"
-    run_step 5_compile "$cap_compile" "$PY" benchmarks/compile_ratio.py --device cpu --backend eager --batch 4 \
-      --iters 2 --repeats 2 --warmup 1 --threads 1 --out "$WORK/compile"
+    run_step 5_compile "$cap_compile" "$PY" benchmarks/studies/compile_ratio.py --device cpu --backend eager \
+      --batch 4 --iters 2 --repeats 2 --warmup 1 --threads 1 --out "$WORK/studies"
   else
-    run_step 5_compile "$cap_compile" "$PY" benchmarks/compile_ratio.py --device cuda --batch 128 --repeats 5 \
-      --out "$WORK/compile"
+    run_step 5_compile "$cap_compile" "$PY" benchmarks/studies/compile_ratio.py --device cuda --batch 128 \
+      --repeats 5 --out "$WORK/studies"
   fi
 fi
 exit 0  # the EXIT trap writes the summary and sets the exit status

@@ -1,7 +1,4 @@
-"""What a benchmark ran on: CPU model, cores, threads, GPU, library versions, date.
-
-Imported by the scripts next to it (`python benchmarks/<script>.py` puts this folder on sys.path).
-"""
+"""What a benchmark ran on: CPU model, cores, threads, GPU, library versions, date."""
 import os
 import platform
 import time
@@ -19,6 +16,21 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_features():
+    """CPU instruction sets that decide whether bf16 autocast is fast (native bf16) or emulated."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
 
 
 def describe_machine(device="cpu"):

@@ -16,8 +16,9 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
 def load_tool(name):
-    """Import tools/<name>.py as a module (tools/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    """Import tools/<name>.py (e.g. "dev/time_commands") as a module: tools/ is a folder of scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name.replace('/', '_')}",
+                                                  os.path.join(ROOT, "tools", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run the whole test suite on the CPU; prints the time taken at the end.
 #   bash tools/run_tests.sh [pytest args]      e.g. -m "not slow": the quick subset (no end-to-end runs)
-# The README's measured time: python3 benchmarks/time_commands.py --tests --update-readme
+# The README's measured time: python3 tools/dev/time_commands.py --tests --update-readme
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh

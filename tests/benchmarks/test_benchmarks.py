@@ -1,5 +1,5 @@
 """The benchmark harness itself on tiny runs: the files and columns it produces (never a speed)."""
-import importlib.util
+import importlib
 import json
 import os
 
@@ -13,20 +13,12 @@ BENCH = os.path.join(ROOT, "benchmarks")
 
 @pytest.fixture
 def bench(monkeypatch):
-    """Import benchmarks/<name>.py as the scripts run (their folder first on sys.path, cwd = repo root).
-    One torch thread: on a loaded 2-core machine two spinning threads make tiny steps 5-10x slower."""
-    monkeypatch.syspath_prepend(BENCH)
+    """Import benchmarks.<name> (cwd = repo root, as the scripts run). One torch thread: on a loaded 2-core
+    machine two spinning threads make tiny steps 5-10x slower."""
     monkeypatch.chdir(ROOT)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-
-    def load(name):
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-
-    yield load
+    yield lambda name: importlib.import_module(f"benchmarks.{name}")
     torch.set_num_threads(threads)
 
 
@@ -82,30 +74,28 @@ def test_throughput_smoke_writes_ratios_with_expected_keys(bench, tiny_cfg, tmp_
     assert set(saved["targets"]) == {"framework_step_ratio", "data_pipeline_ratio"}
     assert {"cpu", "cores", "torch", "date"} <= set(saved["machine"])
     assert "(a) Framework training step" in (tmp_path / "throughput_cpu_smoke.md").read_text()
+    assert "ncl_experts" not in saved and "vit" not in saved  # studies of their own (benchmarks/studies/)
 
 
-def test_update_readme_replaces_only_the_text_between_the_markers(bench, tmp_path):
-    update = bench("update_readme")
-    res = tmp_path / "results"
-    res.mkdir()
-    (res / "accuracy_if100_quick.md").write_text("### Accuracy A\n\nPer-class accuracy of every method: `x.png`.\n")
-    (res / "accuracy_if100_quick.png").write_bytes(b"png")
-    (res / "accuracy_if100_sweep_weight_decay.md").write_text("### Study S\n")
-    (res / "accuracy_if10.md").write_text("### Accuracy B\n")
-    (res / "throughput_cpu.md").write_text("### Throughput T\n")
-    (res / "throughput_cpu_smoke.md").write_text("### SMOKE\n")
-    readme = tmp_path / "README.md"
-    readme.write_text("# X\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\ntail\n")
-    assert update.main(["--readme", str(readme), "--results", str(res), "--check"]) == 1
-    assert update.main(["--readme", str(readme), "--results", str(res)]) == 0
-    text = readme.read_text()
-    assert text.startswith("# X\n\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\n\ntail\n")
-    assert "old" not in text and "SMOKE" not in text and "Per-class accuracy of every method" not in text
-    # method tables (IF 100 first), then other IFs, then throughput, then side studies (linked, not inlined)
-    assert text.index("Accuracy A") < text.index("Accuracy B") < text.index("Throughput T") < text.index("Study S")
-    assert "- [Study S](results/accuracy_if100_sweep_weight_decay.md)" in text
-    assert "](results/accuracy_if100_quick.png)" in text
-    assert update.main(["--readme", str(readme), "--results", str(res), "--check"]) == 0
+def test_ncl_experts_study_writes_both_paths_against_k_single_steps(bench, tmp_path):
+    study = bench("studies.ncl_experts")
+    r = study.main(["--smoke", "--variants", "fp32", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "ncl_experts_cpu_smoke.json").read_text())
+    x = saved["ncl_experts"][0]
+    assert saved == json.loads(json.dumps(r)) and x["K"] == 3 and x["variant"] == "fp32"
+    assert set(x["ratio_to_K_single"]) == set(x["targets"]) == {"sequential", "batched"}
+    assert set(x["step_ms"]) == {"sequential", "batched", "single"}
+    assert "| fp32 | batched |" in (tmp_path / "ncl_experts_cpu_smoke.md").read_text()
+
+
+def test_vit_step_study_compares_the_framework_step_with_a_bare_timm_loop_with_timms_lr_scales(bench, tmp_path):
+    study = bench("studies.vit_step")
+    r = study.main(["--smoke", "--variants", "fp32", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "vit_step_cpu_smoke.json").read_text())
+    v = saved["vit"]["variants"]["fp32"]
+    assert saved == json.loads(json.dumps(r)) and saved["vit"]["backbone"] == "vit_tiny_p4"
+    assert v["same_lr_scales_as_timm"] is True and v["ratio"]["n"] == 2 and v["ratio"]["min"] > 0
+    assert "ViT step: framework vs a bare timm loop" in (tmp_path / "vit_step_cpu_smoke.md").read_text()
 
 
 def write_stage_configs(tiny_cfg, folder, **stage_twos):
@@ -229,13 +219,13 @@ def test_a_multi_member_run_reports_the_member_chosen_on_val(bench, tiny_cfg, tm
 
 def test_committed_results_hold_no_path_of_the_machine_that_wrote_them(bench):
     """Result files are committed: the writer stores paths relative to the checkout (compare.py strips it from
-    a failed run's message) and no file under benchmarks/results/ names a machine's absolute path."""
+    a failed run's message) and no file under benchmarks/results/ (studies/ included) names a machine's absolute path."""
     compare = bench("compare")
     assert compare.CHECKOUT == ROOT
     found = []
-    for name in sorted(os.listdir(os.path.join(BENCH, "results"))):
-        if name.endswith((".md", ".json")):
-            text = open(os.path.join(BENCH, "results", name), encoding="utf-8").read()
+    for folder, _, names in os.walk(os.path.join(BENCH, "results")):
+        for name in sorted(n for n in names if n.endswith((".md", ".json"))):
+            text = open(os.path.join(folder, name), encoding="utf-8").read()
             found += [f"{name}: {p}" for p in (ROOT + os.sep,) + tuple(f"/{d}/" for d in ("work", "root", "home"))
                       if p in text]
     assert not found, found

@@ -11,7 +11,8 @@ from conftest import PY, ROOT, run_cli
 
 DATA = os.path.join(ROOT, "data", "fashion_mnist_lt", "fmnist_lt_if100")
 FMNIST = "/usr/share/datasets/fashion-mnist"
-EXPECTED = ["0_env", "1_dp_train", "1_dp_valid", "2_ddp_train", "2_ddp_valid", "4_throughput_b128", "5_compile"]
+EXPECTED = ["0_env", "1_dp_train", "1_dp_valid", "2_ddp_train", "2_ddp_valid", "4_throughput_b128", "4_ncl_experts",
+            "4_vit_step", "5_compile"]
 SCRIPTS = ("benchmarks/gpu_check.sh", "benchmarks/gpu_check.py")
 
 
@@ -83,8 +84,10 @@ def test_dry_run_runs_every_step(tmp_path):
     b512 = steps["4_throughput_b512"]  # the same command as batch 128 with another --batch: not run on the CPU
     assert b512["status"] == "skipped" and b512["detail"].startswith("dry:") and "--batch 512" in b512["detail"]
     files = set(os.listdir(res))
-    assert {"gpu_check.md", "gpu_check.json", "compile_ratio_cpu.md"} <= files, files
+    assert {"gpu_check.md", "gpu_check.json"} <= files, files
     assert any(re.fullmatch(r"throughput_cpu\w*\.md", f) for f in files), files
+    studies = set(os.listdir(res / "studies"))  # the studies' tables, as in benchmarks/results/studies/
+    assert {"compile_ratio_cpu.md", "ncl_experts_cpu_smoke.md", "vit_step_cpu_smoke.md"} <= studies, studies
     md = (res / "gpu_check.md").read_text()
     assert "| 1_dp_train | ok |" in md and "dry run on CPU" in md and ROOT not in md
     assert os.path.isfile(os.path.join(ROOT, "output", "gpu_check_dry", "work", "logs", "1_dp_train.log"))

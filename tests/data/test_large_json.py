@@ -1,6 +1,6 @@
 """Large annotation JSONs (issue 15 §4): the compact table gives the same items as the plain dicts, the
 JSON is read once, and a missing image root or file is found early and named. The speed and memory
-targets are measured by benchmarks/large_json.py (benchmarks/results/large_json.md), not here."""
+targets are measured by benchmarks/studies/large_json.py (benchmarks/results/studies/large_json.md), not here."""
 import json
 import os
 

@@ -317,24 +317,6 @@ def test_converter_maps_a_release_vit_yaml_onto_the_vit_recipe(tmp_path):
     assert "networks.feat_model.optim_params.momentum" in dropped
 
 
-# ---------------------------------------------------------------- throughput (e)
-def test_throughput_vit_part_compares_the_framework_step_with_a_bare_timm_loop_with_timms_lr_scales(monkeypatch,
-                                                                                                      tmp_path):
-    import importlib.util
-
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    monkeypatch.chdir(ROOT)
-    spec = importlib.util.spec_from_file_location("bench_throughput", os.path.join(ROOT, "benchmarks", "throughput.py"))
-    throughput = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(throughput)
-    r = throughput.main(["--vit-only", "--smoke", "--vit-variants", "fp32", "--out", str(tmp_path)])
-    saved = json.loads((tmp_path / "throughput_cpu_vit_smoke.json").read_text())
-    v = saved["vit"]["variants"]["fp32"]
-    assert saved == json.loads(json.dumps(r)) and saved["vit"]["backbone"] == "vit_tiny_p4"
-    assert v["same_lr_scales_as_timm"] is True and v["ratio"]["n"] == 2 and v["ratio"]["min"] > 0
-    assert "(e) ViT step: framework vs a bare timm loop" in (tmp_path / "throughput_cpu_vit_smoke.md").read_text()
-
-
 # ---------------------------------------------------------------- end to end on the CPU
 TINY_OPTS = [*VIT_OPTS, "BACKBONE.TYPE", "vit_tiny_p4", "BACKBONE.DROP_PATH", "0.1", "CADEL.MIXUP_ALPHA", "0.5",
              "CADEL.TAPS", "['block3', 'block4']", "TRAIN.MAX_EPOCH", "2", "SHOW_STEP", "1", "TRAIN.NUM_WORKERS", "0",

@@ -1,13 +1,10 @@
-"""benchmarks/time_commands.py: the README's times and demo output come from a measurement (issue 15 §6)."""
-import importlib.util
+"""tools/dev/time_commands.py: the README's times and demo output come from a measurement (issue 15 §6)."""
 import json
 import os
 
-from conftest import ROOT
+from conftest import ROOT, load_tool
 
-spec = importlib.util.spec_from_file_location("time_commands", os.path.join(ROOT, "benchmarks", "time_commands.py"))
-tc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tc)
+tc = load_tool("dev/time_commands")
 
 DEMO_OUT = """epoch 12/12 train loss 0.2 ...
 test split, checkpoint: best top-1 on VALID_JSON (epoch 12)

@@ -1,12 +1,12 @@
 """Start-up cost on an iNaturalist-2018-sized annotation JSON (issue 15, section 4).
 
-    python benchmarks/large_json.py [--checkout .] [--tag after] [--repeats 3] [--data /tmp/ltr_large_json]
-        [--out benchmarks/results] [--n 437513] [--classes 8142] [--val 24426]
+    python benchmarks/studies/large_json.py [--checkout .] [--tag after] [--repeats 3] [--data DIR]
+        [--out benchmarks/results/studies] [--n 437513] [--classes 8142] [--val 24426]
 
-Generates (once, cached in --data) an iNat-2018-shaped dataset: N = 437,513 training entries over
-C = 8,142 classes (a power-law profile, 1000 ... 2 images per class), a 24,426-entry val JSON, absolute
-`fpath`s <data>/images/train_val2018/<super>/<class>/<32 hex>.jpg as in tools/convert_inat.py's output,
-with `im_height` / `im_width`. The image files are hard links to 16 tiny 32x32 JPEGs (ext4 allows 65,000
+Generates (once, cached in --data, default <tmp>/ltr_large_json) an iNat-2018-shaped dataset: N = 437,513
+training entries over C = 8,142 classes (a power-law profile, 1000 ... 2 images per class), a 24,426-entry
+val JSON, absolute `fpath`s <data>/images/train_val2018/<super>/<class>/<32 hex>.jpg as in
+tools/convert_inat.py's output, with `im_height` / `im_width`. The image files are hard links to 16 tiny 32x32 JPEGs (ext4 allows 65,000
 links per inode), so the directory tree is real (8,142 class folders) at almost no disk cost. A second
 copy of the training JSON points at a root that does not exist (a moved dataset).
 
@@ -33,11 +33,12 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from machine_info import describe_machine, machine_line  # noqa: E402
+from benchmarks.machine_info import describe_machine, machine_line
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TARGETS = {"first_batch_s": 5.0, "missing_root_s": 2.0, "table_peak_mb": 300.0}
 SUPERS = ["Plantae", "Insecta", "Aves", "Reptilia", "Mammalia", "Fungi", "Amphibia", "Mollusca", "Animalia",
@@ -324,7 +325,7 @@ def markdown(result):
              f"{info['val_entries']:,} val entries, {info['classes']:,} classes ({info['max_per_class']} … "
              f"{info['min_per_class']} per class), one folder per class, absolute `fpath`s, 32x32 JPEGs as hard "
              "links. Config: res32_cifar, 32x32, batch 128, 2 workers, `DATASET.CHECK_IMAGES True`. "
-             "Generated and measured by `python benchmarks/large_json.py` (medians over the repeats; "
+             "Generated and measured by `python benchmarks/studies/large_json.py` (medians over the repeats; "
              "each figure in a fresh interpreter).", ""]
     for tag in tags:
         t = result["tags"][tag]
@@ -368,12 +369,13 @@ def commit_of(checkout):
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkout", default=os.path.dirname(HERE), help="checkout whose lib/ and main/ are measured")
+    p.add_argument("--checkout", default=ROOT, help="checkout whose lib/ and main/ are measured")
     p.add_argument("--tag", default="after", help="column name in the result files (e.g. before / after)")
     p.add_argument("--note", default="", help="a few words stored with the tag")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--data", default="/tmp/ltr_large_json", help="where the generated dataset is cached")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "ltr_large_json"),
+                   help="where the generated dataset is cached")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "studies"))
     p.add_argument("--n", type=int, default=437513, help="training entries (iNat 2018: 437,513)")
     p.add_argument("--classes", type=int, default=8142)
     p.add_argument("--val", type=int, default=24426)

@@ -1,0 +1,1 @@
+"""One-off measurements behind a design choice; results in benchmarks/results/studies/."""
