@@ -21,7 +21,7 @@ and as comments at the top of the output. Without --out the converted YAML is pr
     training_opt.log_dir        -> NAME (its last folder)
 ViT-B/16 configs (a feature model whose def_file names a ViT; docs/methods/cadel.md): BACKBONE.TYPE vit_b16 with
 the ViT defaults (aux heads CADEL.AUX_HEAD vit on blocks 7 and 9, CADEL.LOSS sigmoid, CADEL.HEADLINE mean, last head
-re-initialised trunc_normal(2e-5), tau grid 1.3 .. 1.8, AMP, validation with tau = 1 as the ViT runner), and
+re-initialised trunc_normal(2e-5), tau grid 1.3 .. 1.8, fp32, validation with tau = 1 as the ViT runner), and
     optim_params lr / weight_decay / min_lr / layer_decay / adamW2 -> TRAIN.OPTIMIZER ADAMW BASE_LR / WEIGHT_DECAY,
                                    LR_SCHEDULER.ETA_MIN, OPTIMIZER.LAYER_DECAY, BETAS (0.9, adamW2); no WD on 1-D
     training_opt.warmup_epoch   -> TRAIN.LR_SCHEDULER warmup_cosine (per iteration), WARM_EPOCH
@@ -190,7 +190,7 @@ def _recipe(c, btype, taus):
         c.set("TRAIN.OPTIMIZER.TYPE", "ADAMW")
         c.set("TRAIN.OPTIMIZER.NO_WEIGHT_DECAY_1D", True)
         c.set("TRAIN.OPTIMIZER.LAYER_DECAY", 0.75)
-        c.set("TRAIN.AMP.ENABLE", True)
+        c.set("TRAIN.AMP.ENABLE", False)  # the release: fp32 (a loss scaler without autocast)
         c.set("TEST.LOGIT_ADJUST.TAU", 1.0)
         c.notes.append("ViT: validation (hence best_model.pth) uses the mean of heads with tau = 1 as the ViT runner "
                        "(TEST.LOGIT_ADJUST.TAU 1.0); stage two: python tools/posthoc_tau.py on the converted config")

@@ -311,7 +311,7 @@ def test_converter_maps_a_release_vit_yaml_onto_the_vit_recipe(tmp_path):
     assert (o.TYPE, o.BASE_LR, o.WEIGHT_DECAY, o.LAYER_DECAY, tuple(o.BETAS), o.NO_WEIGHT_DECAY_1D) == (
         "ADAMW", 5e-4, 0.05, 0.75, (0.9, 0.99), True)
     assert (s.TYPE, s.WARM_EPOCH, s.ETA_MIN) == ("warmup_cosine", 5, 1e-7)
-    assert cfg.INPUT_SIZE == (224, 224) and cfg.TRAIN.AMP.ENABLE and cfg.TEST.LOGIT_ADJUST.TAU == 1.0
+    assert cfg.INPUT_SIZE == (224, 224) and not cfg.TRAIN.AMP.ENABLE and cfg.TEST.LOGIT_ADJUST.TAU == 1.0
     dropped = dict(conv.dropped)
     assert "coslr" in dropped and "networks.feat_model.params.classifier_num" in dropped
     assert "networks.feat_model.optim_params.momentum" in dropped
