@@ -51,7 +51,6 @@ def test_the_pattern_catches_an_authors_root_and_spares_neutral_ones():
 _FOLDER_REF = re.compile("spec" + r"s/|\.\./" + "shared|(?<![\\w.~-])/(?:work|root)/")
 
 
-@pytest.mark.xfail(strict=False, reason="README.md still cites the absent spec folder (its method sections); configs/ are clean")
 def test_no_tracked_file_names_an_outside_folder_or_an_absolute_path():
     """No tracked file outside tests/golden/ points at a reference folder outside the project or at this
     machine's absolute paths; the docs pages (docs/) are where a citation points instead."""

@@ -90,7 +90,7 @@ _C.LOSS.ClassBalanceSoftmaxBCE = CN({"BETA": 0.9999})  # Cui et al. "softmax" CB
 
 # ---------------------------------------------------------------- training
 _C.TRAIN = CN()
-_C.TRAIN.BATCH_SIZE = 32  # GLOBAL batch: DDP divides it by the world size (see README)
+_C.TRAIN.BATCH_SIZE = 32  # GLOBAL batch: DDP divides it by the world size (docs/training.md)
 _C.TRAIN.MAX_EPOCH = 60
 _C.TRAIN.SHUFFLE = True
 _C.TRAIN.NUM_WORKERS = 4

@@ -142,7 +142,7 @@ class CheckedCollate:
         return UserError(
             f"{ds.json_path}: annotation {i}: image {path} ({size}) gives a {key} tensor of shape "
             f"{tuple(item[key].shape)} but the rest of the batch is {tuple(common)}; the transforms must end at "
-            f"INPUT_SIZE (see README, Data: 'Image size')")
+            f"INPUT_SIZE (see docs/data.md, 'Image size')")
 
 
 def odd_item(batch):

@@ -2,7 +2,7 @@
 
 bf16 on a CPU is fast only with native bf16 instructions (x86: AVX512_BF16 or AMX_BF16; Arm: BF16).
 Without them (e.g. AVX2-only AMD EPYC) autocast emulates bf16 and a ResNet-32 step is about 10x slower
-than fp32 (README "Results", throughput); AmpContext then warns once at start-up, naming the CPU's best
+than fp32 (benchmarks/results/throughput_cpu.md); AmpContext then warns once at start-up, naming the CPU's best
 vector extension.
 """
 import contextlib

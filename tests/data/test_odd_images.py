@@ -125,7 +125,7 @@ def test_a_batch_of_mixed_shapes_is_one_line_naming_json_entry_file_and_size(tmp
     assert capsys.readouterr().err.strip() == (
         f"error: {path}: annotation 3: image {odd_file} (40x28 pixels) gives a image tensor of shape (1, 28, 40) "
         f"but the rest of the batch is (1, 28, 28); the transforms must end at INPUT_SIZE "
-        f"(see README, Data: 'Image size')")
+        f"(see docs/data.md, 'Image size')")
 
 
 def test_training_with_odd_images_in_train_valid_and_test_json_completes(tmp_path):

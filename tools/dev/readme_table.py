@@ -1,13 +1,13 @@
 """The README's headline results: a compact table from one or more compare.py result files.
 
-    python benchmarks/readme_table.py RESULTS.json [MORE.json ...] [--update-readme] [--readme README.md]
+    python tools/dev/readme_table.py RESULTS.json [MORE.json ...] [--update-readme] [--readme README.md]
 
 Reads the JSON files benchmarks/compare.py writes (accuracy_*.json) and prints, per file, one sentence (the data,
 the budget or protocol, the seeds, the split and how the checkpoint was chosen, the command that produced it) and a
 table: config, method, epochs, test top-1 (mean ± sample std over the seeds), many / medium / few, seeds and the
 checkpoint each seed used. Members of multi-expert methods are left to the full table (the file's .md twin, linked).
 --update-readme writes the block between `<!-- headline:start -->` and `<!-- headline:end -->` of the README
-instead of printing it. The block names its source files, so tests/benchmarks/test_readme_table.py can check that
+instead of printing it. The block names its source files, so tests/tools/test_tool_readme_table.py can check that
 the README is exactly what this script makes of them.
 
 The command is the JSON's own `command` when it records one; otherwise (files from before compare.py stored its
@@ -20,9 +20,9 @@ import os
 import re
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/dev/ -> the checkout
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
-SCRIPT = "python benchmarks/readme_table.py"
+SCRIPT = "python tools/dev/readme_table.py"
 DEFAULT_SEEDS = {"quick": [42], "full": [42, 43, 44]}  # compare.py's defaults (FULL_SEEDS, quick: its first)
 
 
