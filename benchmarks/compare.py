@@ -520,8 +520,24 @@ def to_markdown(report):
         lines += ["", "Failed or skipped:"]
         lines += [f"- {f['config']}" + (f" (seed {f['seed']})" if f.get("seed") is not None else "")
                   + f": {f['error']}" for f in report["failures"]]
+    lines += per_class_table(report)
     lines += ["", f"Per-class accuracy of every method: `{os.path.basename(report['plot'])}`."]
     return "\n".join(lines) + "\n"
+
+
+def per_class_table(report, max_classes=20):
+    """Test accuracy per class (mean over seeds), classes by training count: a 2-class group read with its size."""
+    rows = sorted((r for r in report["rows"] if r["runs"]), key=lambda r: r["config"] != report["baseline"])
+    if not rows or len(rows[0]["train_counts"]) > max_classes:
+        return []
+    counts = rows[0]["train_counts"]
+    names = sorted(counts, key=lambda n: -counts[n])
+    lines = ["", "Per-class test accuracy (%, mean over seeds); classes by training count (n):", "",
+             "| config | " + " | ".join(f"{n} ({counts[n]})" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for r in rows:
+        lines.append(f"| {r['config']} | " + " | ".join(fmt_ms(r["per_class"].get(n), None) for n in names) + " |")
+    return lines
 
 
 def plot(report, path):
@@ -563,13 +579,21 @@ def plot(report, path):
 
 
 def write_outputs(report, stem):
-    report["plot"] = stem + ".png"
+    report["plot"] = os.path.basename(stem) + ".png"  # beside the .md and .json
     write_json(stem + ".json", report, indent=1)
     write_text(stem + ".md", to_markdown(report))
     plot(report, stem + ".png")
 
 
 # ---------------------------------------------------------------- main
+def runs_root(args, name):
+    """<output-dir>/<name>; with --opts (which change what runs under the configs' NAMEs) a folder of their own,
+    named by --tag or the overrides, so that no run of the plain configs is overwritten."""
+    if args.opts:
+        name += "_" + (args.tag or re.sub(r"[^A-Za-z0-9._+-]", "", "_".join(args.opts)))[:60]
+    return os.path.abspath(os.path.join(args.output_dir, name))
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -654,7 +678,7 @@ def main(argv=None):
     report["tag"] = study
     stem = os.path.join(args.out, f"accuracy_{tag}{'_quick' if args.quick else ''}{'_' + study if study else ''}")
     os.makedirs(args.out, exist_ok=True)
-    out_root = os.path.abspath(os.path.join(args.output_dir, f"{tag}_{mode}"))
+    out_root = runs_root(args, f"{tag}_{mode}")
 
     # stage ones first (their stage twos wait for them), so no stage two is left running alone at the end
     needed = {e["depends"] for e in plan.entries.values()}

@@ -35,6 +35,10 @@ def test_compare_writes_table_json_and_plot_for_a_one_epoch_run(bench, tiny_cfg,
                     "checkpoint", "wall / run"]
     assert "| tiny | ce, CrossEntropy" in md and "test-split" in md and "val split" in md
     assert "val, ep 1" in md  # the single epoch is the val-selected checkpoint
+    per_class = md.split("Per-class test accuracy")[1].splitlines()
+    header = next(line for line in per_class if line.startswith("| config"))
+    assert header.count("|") == 12  # config + 10 classes, each "name (training count)"
+    assert next(line for line in per_class if line.startswith("| tiny |")).count("|") == 12
     saved = json.loads(stem.with_suffix(".json").read_text())
     assert saved["split"] == "test" and saved["seeds"] == [7] and saved["failures"] == []
     assert {"cpu", "cores", "torch", "date"} <= set(saved["machine"])
@@ -127,6 +131,17 @@ def test_stage_two_config_runs_after_its_stage_one_in_the_same_output_dir(bench,
     (folder / "two.yaml").write_text(two.replace("stage_one/", "missing/"))
     plan = compare.Plan([str(folder / "two.yaml")], args)
     assert "two" not in plan.entries and "missing" in plan.errors["two"]
+
+
+def test_runs_with_overrides_get_their_own_folder(bench, tmp_path):
+    """A study with --opts trains under the configs' NAMEs: it must not overwrite the plain runs it sits beside."""
+    compare = bench("compare")
+    plain = compare.parse_args(["--output-dir", str(tmp_path)])
+    assert compare.runs_root(plain, "if100_full") == str(tmp_path / "if100_full")
+    tagged = compare.parse_args(["--output-dir", str(tmp_path), "--opts", "CADEL.WEIGHTING", "per_sample", "--tag", "ps"])
+    assert compare.runs_root(tagged, "if100_full") == str(tmp_path / "if100_full_ps")
+    untagged = compare.parse_args(["--output-dir", str(tmp_path), "--opts", "CADEL.WEIGHTING", "per_sample"])
+    assert compare.runs_root(untagged, "if100_full") == str(tmp_path / "if100_full_CADEL.WEIGHTING_per_sample")
 
 
 def test_sweep_runs_each_config_once_per_value_with_its_own_stage_one(bench, tiny_cfg, tmp_path):
