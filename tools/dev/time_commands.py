@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,10 @@ def pytest_summary(stdout):
     return found[-1] if found else None
 
 
-def run(name, log):
+DEMO_PLOT = os.path.join("output", "fmnist_lt_if100_ce_res32", "per_class_accuracy.png")  # what demo.sh's run draws
+
+
+def run(name, log, out_dir=None):
     cmd = COMMANDS[name]
     load_start = os.getloadavg()[0]
     log(f"running {' '.join(cmd)} (1-min load average {load_start:.2f}) ...")
@@ -95,6 +99,8 @@ def run(name, log):
               "machine": machine()}
     if name == "demo":
         result["table"] = demo_table(stdout)
+        if out_dir and p.returncode == 0:  # the README's figure comes from this very run
+            shutil.copyfile(os.path.join(ROOT, DEMO_PLOT), os.path.join(out_dir, "demo_per_class_accuracy.png"))
     else:
         result["summary"] = pytest_summary(stdout)
     if p.returncode != 0:
@@ -179,7 +185,7 @@ def main(argv=None):
     stem = os.path.join(args.out, "commands")
     results = json.load(open(stem + ".json")) if os.path.isfile(stem + ".json") else {}
     for name in chosen or ([] if args.update_readme else list(COMMANDS)):
-        results[name] = run(name, lambda m: print(m, flush=True))
+        results[name] = run(name, lambda m: print(m, flush=True), args.out)
         with open(stem + ".json", "w") as f:
             json.dump(results, f, indent=1)
         if args.update_readme:  # in step with the JSON before the next command (the suite checks the two agree)
